@@ -1,0 +1,24 @@
+# refseg-d2: install, test and demo entry points (see README.md).
+PYTHON_SYS ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+STAMP      := $(VENV)/.refseg_installed
+WEIGHTS    ?= official
+
+.PHONY: install test demo clean-venv
+
+install: $(STAMP)
+
+$(STAMP): Makefile setup.py tools/install_detectron2.sh
+	bash tools/install_stack.sh "$(PYTHON_SYS)" "$(VENV)"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) tools/demo_run.py --weights $(WEIGHTS)
+
+clean-venv:
+	rm -rf $(VENV)

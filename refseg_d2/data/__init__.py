@@ -1,0 +1,1 @@
+from .mappers import RefSegReferenceMapper, RefSegTargetMapper

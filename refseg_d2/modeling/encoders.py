@@ -1,0 +1,161 @@
+"""
+Semantic encoders: frozen backbones that turn a square image into a grid of patch features.
+
+The registered object is called with ``obj(cfg)`` and returns an ``nn.Module`` with:
+    ``feature_dim`` (int), ``patch_size`` (int), ``input_size`` (int),
+    ``signature()`` -> dict identifying what the features depend on, and
+    ``forward(images)``: images (B, 3, S, S) float RGB in [0, 1], S = input_size
+    -> features (B, D, S / patch, S / patch).
+"""
+import logging
+
+import torch
+import torch.nn as nn
+from detectron2.utils.registry import Registry
+
+from .weights import load_state_dict_file, random_init_rng
+
+REFSEG_ENCODER_REGISTRY = Registry("REFSEG_ENCODER")
+REFSEG_ENCODER_REGISTRY.__doc__ = __doc__
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# name -> (dinov2 constructor, extra constructor arguments); the official hub settings.
+_DINOV2_ARCHS = {
+    "dinov2_vits14": ("vit_small", {}),
+    "dinov2_vitb14": ("vit_base", {}),
+    "dinov2_vitl14": ("vit_large", {}),
+    "dinov2_vitg14": ("vit_giant2", {"ffn_layer": "swiglufused"}),
+}
+
+
+def build_encoder(cfg):
+    """Build the encoder named by ``cfg.MODEL.REFSEG.ENCODER.NAME``."""
+    name = cfg.MODEL.REFSEG.ENCODER.NAME
+    if name not in REFSEG_ENCODER_REGISTRY:
+        raise KeyError(
+            "MODEL.REFSEG.ENCODER.NAME={!r} is not registered; known encoders: {}".format(
+                name, sorted(k for k, _ in REFSEG_ENCODER_REGISTRY)
+            )
+        )
+    return REFSEG_ENCODER_REGISTRY.get(name)(cfg)
+
+
+class DinoV2Encoder(nn.Module):
+    """
+    A frozen DINOv2 ViT (no register tokens). Features are the last layer's normalised patch
+    tokens (``x_norm_patchtokens``), the CLS token dropped.
+    """
+
+    patch_size = 14
+
+    def __init__(self, name, weights, input_size, random_init=False, seed=0):
+        """
+        Args:
+            name (str): one of dinov2_vits14, dinov2_vitb14, dinov2_vitl14, dinov2_vitg14.
+            weights (str): path to the official ``<name>_pretrain.pth`` (a plain state dict).
+            input_size (int): side of the square input, a multiple of 14.
+            random_init (bool): allow an empty ``weights`` (random initialisation).
+            seed (int): seed of the random initialisation.
+        """
+        super().__init__()
+        from dinov2.models import vision_transformer as dinov2_vit
+
+        if input_size % self.patch_size != 0:
+            raise ValueError(
+                "MODEL.REFSEG.ENCODER.INPUT_SIZE={} is not a multiple of the patch size {}".format(
+                    input_size, self.patch_size
+                )
+            )
+        constructor, extra = _DINOV2_ARCHS[name]
+        with random_init_rng(seed):
+            self.backbone = getattr(dinov2_vit, constructor)(
+                patch_size=self.patch_size,
+                img_size=518,
+                init_values=1e-5,
+                block_chunks=0,
+                **extra,
+            )
+        self.name = name
+        self.input_size = input_size
+        self.feature_dim = self.backbone.embed_dim
+        if weights:
+            state = load_state_dict_file(weights, what="DINOv2 ({})".format(name))
+            _load_strict(self.backbone, state, weights, name)
+            logger.info("Loaded DINOv2 %s weights from %s", name, weights)
+        elif random_init:
+            logger.warning("DINOv2 %s is RANDOMLY INITIALISED (MODEL.REFSEG.RANDOM_INIT)", name)
+        else:
+            raise ValueError(
+                "MODEL.REFSEG.ENCODER.WEIGHTS is empty: set it to the official "
+                "{}_pretrain.pth (see README, 'Checkpoints'), or set "
+                "MODEL.REFSEG.RANDOM_INIT True for a random-weight run".format(name)
+            )
+        self.backbone.eval()
+        # identifies the weights in saved memories (a memory from other weights is refused)
+        self.fingerprint = float(self.backbone.patch_embed.proj.weight.detach().double().abs().sum())
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+
+    def signature(self):
+        return {
+            "name": self.name,
+            "input_size": self.input_size,
+            "dim": self.feature_dim,
+            "weights_fingerprint": self.fingerprint,
+        }
+
+    def forward(self, images):
+        """
+        Args:
+            images: (B, 3, S, S) RGB in [0, 1].
+        Returns:
+            (B, D, S / 14, S / 14) features.
+        """
+        b, _, height, width = images.shape
+        x = (images - self.pixel_mean) / self.pixel_std
+        tokens = self.backbone.forward_features(x)["x_norm_patchtokens"]
+        grid_h, grid_w = height // self.patch_size, width // self.patch_size
+        return tokens.transpose(1, 2).reshape(b, self.feature_dim, grid_h, grid_w)
+
+
+def _load_strict(module, state, path, name):
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise ValueError(
+            "{} does not match DINOv2 {} (MODEL.REFSEG.ENCODER.WEIGHTS): {}".format(path, name, e)
+        ) from e
+    if missing or unexpected:
+        raise ValueError(
+            "{} does not hold DINOv2 {} weights (MODEL.REFSEG.ENCODER.WEIGHTS): {} missing keys "
+            "(e.g. {}), {} unexpected keys (e.g. {}). Is ENCODER.NAME the model of this file?".format(
+                path, name, len(missing), missing[:3], len(unexpected), unexpected[:3]
+            )
+        )
+
+
+def _make_dinov2_builder(name):
+    def builder(cfg):
+        enc = cfg.MODEL.REFSEG.ENCODER
+        return DinoV2Encoder(
+            name,
+            enc.WEIGHTS,
+            enc.INPUT_SIZE,
+            random_init=cfg.MODEL.REFSEG.RANDOM_INIT,
+            seed=cfg.MODEL.REFSEG.RANDOM_INIT_SEED,
+        )
+
+    builder.__name__ = name
+    builder.__doc__ = "DINOv2 {} (official weights: {}_pretrain.pth).".format(name, name)
+    return builder
+
+
+for _name in _DINOV2_ARCHS:
+    REFSEG_ENCODER_REGISTRY.register(_make_dinov2_builder(_name))
+

@@ -1,0 +1,165 @@
+"""
+Class-agnostic mask proposals from a frozen SAM 2, called the way the reference calls it: the
+image encoder and FPN, then the prompt encoder and mask decoder on the raw image embedding.
+SAM 2's ``no_mem_embed`` is NOT added to the embedding (the reference skips it), which is why
+``SAM2ImagePredictor`` is not used.
+
+Shape shorthand: S = SAM 2 input size, e = S / 16 (embedding grid), h = w = S / 4 (mask grid),
+P = number of prompts.
+"""
+import logging
+
+import torch
+import torch.nn as nn
+
+from .ops import point_grid, select_best_multimask
+from .weights import load_state_dict_file, random_init_rng
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_sam2_model(config_name, weights, input_size, random_init=False, seed=0):
+    """
+    Build SAM 2 from a config shipped in the sam2 package and load an official checkpoint.
+
+    Args:
+        config_name (str): e.g. "configs/sam2/sam2_hiera_l.yaml".
+        weights (str): official checkpoint (a dict whose "model" entry is the state dict).
+        input_size (int): square input side (1024 for the official models), multiple of 32.
+        random_init (bool): allow an empty ``weights``.
+        seed (int): seed of the random initialisation.
+    Returns:
+        sam2.modeling.sam2_base.SAM2Base in eval mode, on CPU.
+    """
+    from hydra.errors import MissingConfigException
+    from sam2.build_sam import build_sam2
+
+    overrides = ["++model.image_size={}".format(int(input_size))]
+    try:
+        with random_init_rng(seed):
+            model = build_sam2(
+                config_name, None, device="cpu", mode="eval", hydra_overrides_extra=overrides
+            )
+    except MissingConfigException as e:
+        raise ValueError(
+            "MODEL.REFSEG.SAM2.CONFIG={!r} is not a config of the sam2 package (for example "
+            "configs/sam2/sam2_hiera_l.yaml or configs/sam2.1/sam2.1_hiera_l.yaml)".format(
+                config_name
+            )
+        ) from e
+    if weights:
+        state = load_state_dict_file(weights, what="SAM 2", key="model")
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:
+            raise ValueError(
+                "{} does not match the SAM 2 config {}: {}".format(weights, config_name, e)
+            ) from e
+        if missing or unexpected:
+            raise ValueError(
+                "{} does not match the SAM 2 config {} (MODEL.REFSEG.SAM2.WEIGHTS / CONFIG): "
+                "{} missing keys (e.g. {}), {} unexpected keys (e.g. {})".format(
+                    weights, config_name, len(missing), missing[:3], len(unexpected),
+                    unexpected[:3],
+                )
+            )
+        logger.info("Loaded SAM 2 weights from %s (config %s)", weights, config_name)
+    elif random_init:
+        logger.warning("SAM 2 (%s) is RANDOMLY INITIALISED (MODEL.REFSEG.RANDOM_INIT)", config_name)
+    else:
+        raise ValueError(
+            "MODEL.REFSEG.SAM2.WEIGHTS is empty: set it to the official SAM 2 checkpoint of "
+            "{} (see README, 'Checkpoints'), or set MODEL.REFSEG.RANDOM_INIT True for a "
+            "random-weight run".format(config_name)
+        )
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class SAM2Proposer(nn.Module):
+    """Point-grid and box prompting of a frozen SAM 2 model."""
+
+    def __init__(self, sam_model, points_per_side, points_per_batch, pred_iou_thresh):
+        """
+        Args:
+            sam_model (SAM2Base): see :func:`build_sam2_model`.
+            points_per_side (int): the prompt grid is points_per_side ** 2 points.
+            points_per_batch (int): prompts decoded together.
+            pred_iou_thresh (float): keep proposals whose predicted IoU is strictly above.
+        """
+        super().__init__()
+        self.sam = sam_model
+        self.input_size = int(sam_model.image_size)
+        self.points_per_side = points_per_side
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+        self.register_buffer("grid", point_grid(points_per_side, self.input_size), False)
+
+    def encode_image(self, image):
+        """
+        Args:
+            image: (1, 3, S, S) RGB in [0, 1].
+        Returns:
+            embedding (1, 256, e, e) and the two high-resolution feature maps
+            [(1, 32, 4e, 4e), (1, 64, 2e, 2e)] (after the decoder's conv_s0 / conv_s1).
+        """
+        x = (image - self.pixel_mean) / self.pixel_std
+        backbone_out = self.sam.forward_image(x)
+        _, feats, _, sizes = self.sam._prepare_backbone_features(backbone_out)
+        maps = [f.permute(1, 2, 0).reshape(1, -1, *s) for f, s in zip(feats, sizes)]
+        return maps[-1], maps[:-1]
+
+    def _decode(self, embedding, high_res, points=None, boxes=None, multimask=True):
+        n = (points[0] if points is not None else boxes).shape[0]
+        sparse, dense = self.sam.sam_prompt_encoder(points=points, boxes=boxes, masks=None)
+        logits, ious, _, _ = self.sam.sam_mask_decoder(
+            image_embeddings=embedding.expand(n, -1, -1, -1),
+            image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            repeat_image=False,
+            high_res_features=[f.expand(n, -1, -1, -1) for f in high_res],
+        )
+        return logits, ious
+
+    def propose(self, embedding, high_res):
+        """
+        Decode the point grid in batches; keep, per prompt, the best of the three multimask
+        outputs, and only proposals whose predicted IoU exceeds the threshold.
+
+        Args:
+            embedding, high_res: from :meth:`encode_image`.
+        Returns:
+            logits (N, h, w) and predicted IoUs (N,), in prompt order, N <= P.
+        """
+        points = self.grid
+        all_logits, all_ious = [], []
+        for start in range(0, points.shape[0], self.points_per_batch):
+            coords = points[start : start + self.points_per_batch, None, :]
+            labels = torch.ones(coords.shape[:2], dtype=torch.int32, device=coords.device)
+            logits, ious = self._decode(embedding, high_res, points=(coords, labels))
+            logits, ious = select_best_multimask(logits, ious)
+            keep = ious > self.pred_iou_thresh
+            all_logits.append(logits[keep])
+            all_ious.append(ious[keep])
+        return torch.cat(all_logits), torch.cat(all_ious)
+
+    def masks_from_boxes(self, embedding, high_res, boxes):
+        """
+        Single-mask box prompting (SAM 2's usual box setting).
+
+        Args:
+            boxes: (R, 4) xyxy in the S x S input frame.
+        Returns:
+            (R, h, w) mask logits.
+        """
+        logits, _ = self._decode(embedding, high_res, boxes=boxes, multimask=False)
+        return logits[:, 0]
