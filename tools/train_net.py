@@ -11,13 +11,16 @@ rebuilt from the references, saved, then evaluated.
         --register my_refs refs.json ref_images/ --register my_test test.json test_images/ \
         DATASETS.REFERENCE '("my_refs",)' DATASETS.TEST '("my_test",)'
 """
+import json
 import logging
+import os
 
 from detectron2.config import get_cfg
 from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
 from refseg_d2 import RefSegCheckpointer, RefSegTrainer, add_refseg_config, ensure_memory
@@ -55,8 +58,17 @@ def main(args):
         ensure_memory(cfg, model, force=True)
     res = RefSegTrainer.test(cfg, model)
     if comm.is_main_process():
+        write_metrics(cfg, res)
         verify_results(cfg, res)
     return res
+
+
+def write_metrics(cfg, results):
+    """Write the evaluation results to OUTPUT_DIR/metrics.json (for scripts and sweeps)."""
+    path = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
+    with PathManager.open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    logging.getLogger("refseg_d2").info("Metrics written to %s", path)
 
 
 def get_parser():

@@ -78,6 +78,10 @@ def fill_memory(cfg, model, dataset_names=None):
     """
     Encode the references of ``dataset_names`` (default ``cfg.DATASETS.REFERENCE``) and fill
     ``model.memory``. Every process must call it.
+
+    Returns:
+        dict: "images", "references" (annotations encoded), "sam2_masks" (masks made by SAM 2
+        from boxes), "skipped" (references covering no patch sample), "seconds".
     """
     model = unwrap_model(model)
     names = tuple(dataset_names or cfg.DATASETS.REFERENCE)
@@ -120,10 +124,18 @@ def fill_memory(cfg, model, dataset_names=None):
     gathered = [r for part in comm.all_gather(records) for r in part]
     records = sorted(gathered, key=lambda r: (r[0], r[1]))  # dataset order
     _write_memory(model.memory, records, dicts, class_ids, class_names)
+    stats = {
+        "images": len(dicts),
+        "references": len(records),
+        "sam2_masks": sum(r[5] for r in records),
+        "skipped": sum(not r[4] for r in records),
+        "seconds": time.perf_counter() - start,
+    }
     logger.info(
         "Memory filled in %.1fs: %s; %d reference masks made by SAM 2 from boxes",
-        time.perf_counter() - start, model.memory.extra_repr(), sum(r[5] for r in records),
+        stats["seconds"], model.memory.extra_repr(), stats["sam2_masks"],
     )
+    return stats
 
 
 def _write_memory(memory, records, dicts, class_ids, class_names):

@@ -1,0 +1,33 @@
+"""Helpers for building tiny configs and registering test datasets."""
+import os
+
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+
+from refseg_d2 import add_refseg_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO, "configs", "quick_schedules", "refseg_tiny_cpu.yaml")
+
+
+def tiny_cfg(random_weights, output_dir="", opts=()):
+    """The tiny CPU config with the random checkpoints in the WEIGHTS keys."""
+    cfg = get_cfg()
+    add_refseg_config(cfg)
+    cfg.merge_from_file(TINY_CONFIG)
+    sam2, dinov2 = random_weights
+    cfg.merge_from_list(
+        ["MODEL.REFSEG.SAM2.WEIGHTS", sam2, "MODEL.REFSEG.ENCODER.WEIGHTS", dinov2,
+         "OUTPUT_DIR", str(output_dir)] + list(opts)
+    )
+    return cfg
+
+
+def register(name, split):
+    """Register a (json, image_root) split under ``name`` (replacing an earlier one)."""
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_coco_instances(name, {}, split[0], split[1])
+    return name

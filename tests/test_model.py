@@ -1,0 +1,107 @@
+"""RefSeg with the real SAM 2 / DINOv2 architectures at random initialisation."""
+import numpy as np
+import pytest
+import torch
+from common import register, tiny_cfg
+from detectron2.data import DatasetCatalog
+from PIL import Image
+
+from refseg_d2 import RefSegTargetMapper, RefSegTrainer, fill_memory
+from refseg_d2.modeling import ops
+
+
+@pytest.fixture(scope="module")
+def model_and_cfg(random_weights, synthetic, tmp_path_factory):
+    cfg = tiny_cfg(random_weights, tmp_path_factory.mktemp("out"))
+    model = RefSegTrainer.build_model(cfg)
+    fill_memory(cfg, model, [register("model_refs", synthetic["refs"])])
+    return model, cfg
+
+
+def _targets(synthetic, cfg):
+    mapper = RefSegTargetMapper(cfg)
+    return [mapper(d) for d in DatasetCatalog.get(register("model_targets", synthetic["targets"]))]
+
+
+def test_outputs_follow_the_detectron2_contract(model_and_cfg, synthetic):
+    model, cfg = model_and_cfg
+    inputs = _targets(synthetic, cfg)
+    with torch.no_grad():
+        outputs = model(inputs)
+    assert len(outputs) == len(inputs)
+    total = 0
+    for inp, out in zip(inputs, outputs):
+        inst = out["instances"]
+        assert inst.image_size == (inp["height"], inp["width"])
+        assert inst.pred_masks.dtype == torch.bool
+        assert inst.pred_masks.shape[1:] == (inp["height"], inp["width"])
+        assert len(inst) <= cfg.MODEL.REFSEG.MAX_DETECTIONS
+        assert torch.all(inst.scores[:-1] >= inst.scores[1:])
+        assert torch.all(inst.scores > 0) and not torch.isnan(inst.scores).any()
+        assert torch.all((inst.pred_classes >= 0) & (inst.pred_classes < 3))
+        expected_boxes = ops.masks_to_boxes_inclusive(inst.pred_masks).float()
+        assert torch.equal(inst.pred_boxes.tensor, expected_boxes)
+        assert inst.pred_masks.flatten(1).any(dim=1).all()
+        total += len(inst)
+    assert total > 0
+
+
+def test_image_where_no_mask_survives_gives_empty_instances(random_weights, synthetic, tmp_path):
+    cfg = tiny_cfg(random_weights, tmp_path, ["MODEL.REFSEG.PRED_IOU_THRESH", 1.0])
+    model = RefSegTrainer.build_model(cfg)
+    fill_memory(cfg, model, [register("empty_refs", synthetic["refs"])])
+    with torch.no_grad():
+        inst = model(_targets(synthetic, cfg)[:1])[0]["instances"]
+    assert len(inst) == 0
+    for field in ("pred_masks", "pred_boxes", "scores", "pred_classes"):
+        assert inst.has(field)
+    assert inst.pred_masks.shape == (0, 96, 128)
+
+
+def test_prompt_count_not_divisible_by_batch_processes_every_prompt(model_and_cfg):
+    model, _ = model_and_cfg
+    proposer = model.proposer
+    old = (proposer.pred_iou_thresh, proposer.points_per_batch)
+    try:
+        proposer.pred_iou_thresh, proposer.points_per_batch = -1.0, 7   # 64 prompts, 7 per batch
+        image = torch.rand(1, 3, proposer.input_size, proposer.input_size)
+        with torch.no_grad():
+            logits, ious = proposer.propose(*proposer.encode_image(image))
+    finally:
+        proposer.pred_iou_thresh, proposer.points_per_batch = old
+    assert logits.shape[0] == ious.shape[0] == 64
+
+
+def test_grayscale_target_is_segmented(model_and_cfg, tmp_path):
+    model, cfg = model_and_cfg
+    path = str(tmp_path / "gray.png")
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (40, 70), dtype=np.uint8)).save(path)
+    inputs = RefSegTargetMapper(cfg)({"file_name": path, "image_id": 1})
+    with torch.no_grad():
+        inst = model([inputs])[0]["instances"]
+    assert inst.image_size == (40, 70)
+
+
+def test_inference_without_memory_is_a_clear_error(random_weights, tmp_path):
+    model = RefSegTrainer.build_model(tiny_cfg(random_weights, tmp_path))
+    with pytest.raises(RuntimeError, match="memory bank is empty"):
+        model([{"image": torch.zeros(3, 256, 256, dtype=torch.uint8), "height": 5, "width": 5}])
+
+
+def test_box_only_references_get_sam2_masks(random_weights, synthetic, tmp_path):
+    cfg = tiny_cfg(random_weights, tmp_path)
+    model = RefSegTrainer.build_model(cfg)
+    name = register("box_refs", synthetic["refs_boxes"])
+    box_only = sum("segmentation" not in a for d in DatasetCatalog.get(name) for a in d["annotations"])
+    stats = fill_memory(cfg, model, [name])
+    assert model.memory.is_ready
+    assert box_only > 0 and stats["sam2_masks"] == box_only
+    assert stats["references"] == int(model.memory.counts.sum())
+
+
+def test_model_state_dict_holds_only_the_memory(model_and_cfg):
+    model, _ = model_and_cfg
+    keys = set(model.state_dict().keys())
+    assert keys == {"memory.instance_features", "memory.counts", "memory.class_ids"}
+    assert model.memory.class_ids.tolist() == [3, 7, 12]
+    assert model.memory.class_names == ["red_square", "green_disc", "blue_triangle"]
