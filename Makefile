@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) tools/demo_run.py --weights $(WEIGHTS)
+	$(PY) tools/run_demo.py --weights $(WEIGHTS)
 
 clean-venv:
 	rm -rf $(VENV)

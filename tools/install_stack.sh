@@ -25,7 +25,7 @@ log "torch 2.14.1 + torchvision 0.29.1"
 log "runtime dependencies of detectron2, sam2 and dinov2"
 "${PIP[@]}" "fvcore>=0.1.5,<0.1.6" "iopath>=0.1.10,<0.1.11" "pycocotools>=2.0.7" \
   "omegaconf>=2.1,<2.4" "hydra-core>=1.3.2" yacs tabulate termcolor cloudpickle \
-  matplotlib tqdm Pillow numpy scipy pytest "setuptools<82"
+  matplotlib tqdm Pillow numpy scipy opencv-python-headless pytest "setuptools<82"
 
 bash tools/install_detectron2.sh "$PY"
 
