@@ -46,6 +46,36 @@ def test_outputs_follow_the_detectron2_contract(model_and_cfg, synthetic):
     assert total > 0
 
 
+def test_at_most_max_detections_are_kept(model_and_cfg, synthetic):
+    model, cfg = model_and_cfg
+    inputs = _targets(synthetic, cfg)[:2]
+    with torch.no_grad():
+        full = [o["instances"] for o in model(inputs)]
+        model.max_detections = 2
+        try:
+            top = [o["instances"] for o in model(inputs)]
+        finally:
+            model.max_detections = cfg.MODEL.REFSEG.MAX_DETECTIONS
+    for a, b in zip(full, top):
+        assert len(b) == min(2, len(a))
+        assert torch.equal(b.scores, a.scores[: len(b)])
+
+
+def test_memory_bank_hook_fills_the_memory_before_training(random_weights, synthetic, tmp_path):
+    from detectron2.engine import TrainerBase
+
+    from refseg_d2 import MemoryBankHook
+
+    cfg = tiny_cfg(random_weights, tmp_path, ["DATASETS.REFERENCE", ("hook_refs",)])
+    register("hook_refs", synthetic["refs"])
+    trainer = TrainerBase()
+    trainer.model = RefSegTrainer.build_model(cfg)
+    trainer.register_hooks([MemoryBankHook(cfg)])
+    trainer.before_train()
+    assert trainer.model.memory.is_ready
+    assert (tmp_path / "refseg_memory.pth").is_file()
+
+
 def test_image_where_no_mask_survives_gives_empty_instances(random_weights, synthetic, tmp_path):
     cfg = tiny_cfg(random_weights, tmp_path, ["MODEL.REFSEG.PRED_IOU_THRESH", 1.0])
     model = RefSegTrainer.build_model(cfg)

@@ -140,3 +140,9 @@ def test_upsample_mask_logits_matches_antialiased_bilinear_in_chunks():
     assert out.dtype == torch.bool and torch.equal(out, expected)
     small = ops.upsample_mask_logits(torch.randn(2, 8, 8), (5, 3))
     assert small.shape == (2, 5, 3)
+
+
+def test_select_top_k_keeps_the_highest_scores_in_order():
+    scores = torch.tensor([0.2, 0.9, 0.5, 0.7])
+    assert ops.select_top_k(scores, 2).tolist() == [1, 3]
+    assert ops.select_top_k(scores, 10).tolist() == [1, 3, 2, 0]

@@ -78,6 +78,12 @@ def test_eval_only_builds_memory_and_reports_bbox_and_segm_metrics(single_run):
 def test_two_processes_give_the_metrics_of_one(single_run, random_weights, synthetic, tmp_path):
     out1, metrics1, _ = single_run
     metrics2, log = run_train_net(random_weights, synthetic, tmp_path, "--eval-only", num_gpus=2)
+    checksums = []
+    for name in ("log.txt", "log.txt.rank1"):
+        with open(os.path.join(str(tmp_path), name)) as f:
+            line = [ln for ln in f if "Memory filled" in ln][0]
+        checksums.append(line.split("checksum")[-1].strip())
+    assert checksums[0] == checksums[1]   # every rank holds the identical memory
     assert_same_metrics(metrics1, metrics2)
     assert_same_predictions(predictions(out1), predictions(tmp_path))
 

@@ -81,7 +81,8 @@ def fill_memory(cfg, model, dataset_names=None):
 
     Returns:
         dict: "images", "references" (annotations encoded), "sam2_masks" (masks made by SAM 2
-        from boxes), "skipped" (references covering no patch sample), "seconds".
+        from boxes), "skipped" (references covering no patch sample), "seconds", "checksum"
+        (sum of the memory's features, identical on every process).
     """
     model = unwrap_model(model)
     names = tuple(dataset_names or cfg.DATASETS.REFERENCE)
@@ -130,10 +131,11 @@ def fill_memory(cfg, model, dataset_names=None):
         "sam2_masks": sum(r[5] for r in records),
         "skipped": sum(not r[4] for r in records),
         "seconds": time.perf_counter() - start,
+        "checksum": float(model.memory.instance_features.double().sum()),
     }
     logger.info(
-        "Memory filled in %.1fs: %s; %d reference masks made by SAM 2 from boxes",
-        stats["seconds"], model.memory.extra_repr(), stats["sam2_masks"],
+        "Memory filled in %.1fs: %s; %d reference masks made by SAM 2 from boxes; checksum %.10e",
+        stats["seconds"], model.memory.extra_repr(), stats["sam2_masks"], stats["checksum"],
     )
     return stats
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.logger import log_every_n_seconds
 
 from ..utils.timing import StageTimer
 from . import ops
@@ -157,8 +158,9 @@ class RefSeg(nn.Module):
             merged = ops.semantic_soft_merge(
                 masks, labels[keep], features[keep], scores[keep], self.merge_exponent
             )
-            order = torch.argsort(merged, descending=True)[: self.max_detections]
+            order = ops.select_top_k(merged, self.max_detections)
         timer.num_images += 1
+        log_every_n_seconds(logging.INFO, "Per-stage time: " + timer.summary(), n=60, name=__name__)
 
         result = Instances((height, width))
         result.pred_masks = masks[order]

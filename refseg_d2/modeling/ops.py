@@ -210,6 +210,18 @@ def semantic_soft_merge(masks, labels, features, scores, exponent=0.5):
     return scores * factor
 
 
+def select_top_k(scores, k):
+    """
+    Indices of the k highest scores, highest first (the final top-100 of the method).
+
+    Args:
+        scores: (n,).
+    Returns:
+        (min(n, k),) int64.
+    """
+    return torch.argsort(scores, descending=True)[:k]
+
+
 def upsample_mask_logits(logits, size, chunk=64):
     """
     Bilinear, antialiased upsampling of low-resolution logits, thresholded at 0.
