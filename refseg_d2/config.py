@@ -62,6 +62,22 @@ def add_refseg_config(cfg):
     _C.MODEL.REFSEG.MEMORY.SAVE = True
     _C.MODEL.REFSEG.MEMORY.SAVE_NAME = "refseg_memory"
 
+    # Cache of the reference-independent proposals (SAM 2 masks, pooled DINOv2 features) of
+    # each target image, for sweeps over shots and seeds. Cached runs give identical predictions.
+    _C.MODEL.REFSEG.CACHE = CN()
+    _C.MODEL.REFSEG.CACHE.ENABLED = False
+    # Folder of the cache; empty: OUTPUT_DIR/proposal_cache. Share it between the runs of a sweep.
+    _C.MODEL.REFSEG.CACHE.DIR = ""
+
+    # Accelerator paths. Off by default: the faithful path is fp32, one image at a time.
+    _C.MODEL.REFSEG.ACCEL = CN()
+    # Autocast the SAM 2 and DINOv2 forwards: "" (fp32), "bf16" or "fp16" (CUDA).
+    _C.MODEL.REFSEG.ACCEL.AMP = ""
+    # torch.compile the DINOv2 backbone and the SAM 2 image encoder.
+    _C.MODEL.REFSEG.ACCEL.COMPILE = False
+    # Target images per test-loader batch; DINOv2 then encodes them in one batch.
+    _C.MODEL.REFSEG.ACCEL.IMAGES_PER_BATCH = 1
+
     # Input reading. Deviations from the reference are off by default.
     _C.MODEL.REFSEG.INPUT = CN()
     # Apply the EXIF orientation tag when reading images (the reference ignores it).

@@ -60,7 +60,10 @@ class RefSegTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=RefSegTargetMapper(cfg))
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=RefSegTargetMapper(cfg),
+            batch_size=cfg.MODEL.REFSEG.ACCEL.IMAGES_PER_BATCH,
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -91,4 +94,7 @@ class RefSegTrainer(DefaultTrainer):
         refseg.timer.reset()
         results = super().test(cfg, model, evaluators)
         logger.info("Per-stage time: %s", refseg.timer.summary())
+        if refseg.cache is not None:
+            logger.info("Proposal cache %s: %d hits, %d misses", refseg.cache.dir,
+                        refseg.cache.hits, refseg.cache.misses)
         return results

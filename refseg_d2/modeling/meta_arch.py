@@ -7,6 +7,7 @@ matched to the class prototypes of the memory bank, class-aware NMS and semantic
 merging remove duplicates, and the top detections are returned at the original image size.
 """
 import logging
+import os
 
 import torch
 import torch.nn as nn
@@ -20,9 +21,12 @@ from ..utils.timing import StageTimer
 from . import ops
 from .encoders import build_encoder
 from .memory import MemoryBank
+from .proposal_cache import ProposalCache, Proposals
 from .sam2_proposals import SAM2Proposer, build_sam2_model
 
 logger = logging.getLogger(__name__)
+
+_AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Sub-modules holding frozen foundation-model weights: loaded from their official files
 # (the WEIGHTS keys), never saved in, nor read from, refseg checkpoints.
@@ -49,6 +53,9 @@ class RefSeg(nn.Module):
         merge_exponent=0.5,
         upsample_chunk=64,
         box_mask_source="sam2",
+        cache=None,
+        amp="",
+        batch_encoder=False,
     ):
         """
         Args:
@@ -60,6 +67,9 @@ class RefSeg(nn.Module):
             merge_exponent (float): exponent of the soft-merging decay.
             upsample_chunk (int): masks upsampled to full size at a time.
             box_mask_source (str): "sam2" or "box", the mask of a box-only reference.
+            cache (ProposalCache or None): cache of the reference-independent proposals.
+            amp (str): "" (fp32), "bf16" or "fp16": autocast of the SAM 2 and DINOv2 forwards.
+            batch_encoder (bool): encode all images of a batch with DINOv2 at once.
         """
         super().__init__()
         if box_mask_source not in ("sam2", "box"):
@@ -73,6 +83,11 @@ class RefSeg(nn.Module):
         self.merge_exponent = merge_exponent
         self.upsample_chunk = upsample_chunk
         self.box_mask_source = box_mask_source
+        self.cache = cache
+        if amp not in _AMP_DTYPES:
+            raise ValueError("ACCEL.AMP must be one of {}, got {!r}".format(sorted(_AMP_DTYPES), amp))
+        self.amp_dtype = _AMP_DTYPES[amp]
+        self.batch_encoder = batch_encoder
         self.timer = StageTimer()
         self.register_state_dict_post_hook(_drop_frozen_weights)
 
@@ -82,15 +97,34 @@ class RefSeg(nn.Module):
         sam = build_sam2_model(
             r.SAM2.CONFIG, r.SAM2.WEIGHTS, r.SAM2.INPUT_SIZE, r.RANDOM_INIT, r.RANDOM_INIT_SEED
         )
+        encoder = build_encoder(cfg)
+        proposer = SAM2Proposer(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH)
+        cache = None
+        if r.CACHE.ENABLED:
+            settings = {
+                "sam2": proposer.signature(r.SAM2.CONFIG),
+                "encoder": encoder.signature(),
+                "amp": r.ACCEL.AMP,
+                "batch_encoder": r.ACCEL.IMAGES_PER_BATCH > 1,
+                "apply_exif": r.INPUT.APPLY_EXIF,
+            }
+            cache = ProposalCache(r.CACHE.DIR or os.path.join(cfg.OUTPUT_DIR, "proposal_cache"), settings)
+            logger.info("Proposal cache: %s", cache.dir)
+        if r.ACCEL.COMPILE:
+            encoder.backbone.compile()
+            sam.image_encoder.compile()
         return {
-            "encoder": build_encoder(cfg),
-            "proposer": SAM2Proposer(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH),
+            "encoder": encoder,
+            "proposer": proposer,
             "nms_thresh": r.NMS_THRESH,
             "nms_keep_factor": r.NMS_KEEP_FACTOR,
             "max_detections": r.MAX_DETECTIONS,
             "merge_exponent": r.MERGE_EXPONENT,
             "upsample_chunk": r.UPSAMPLE_CHUNK,
             "box_mask_source": r.MEMORY.BOX_MASK_SOURCE,
+            "cache": cache,
+            "amp": r.ACCEL.AMP,
+            "batch_encoder": r.ACCEL.IMAGES_PER_BATCH > 1,
         }
 
     @property
@@ -113,9 +147,48 @@ class RefSeg(nn.Module):
             index = rank of the category id), n <= max_detections.
         """
         prototypes = self.memory.prototypes()
-        return [{"instances": self._segment(x, prototypes)} for x in batched_inputs]
+        outputs = []
+        for inputs, proposals in zip(batched_inputs, self.propose(batched_inputs)):
+            size = self.proposer.input_size
+            height, width = int(inputs.get("height", size)), int(inputs.get("width", size))
+            outputs.append({"instances": self._match(proposals, prototypes, height, width)})
+            self.timer.num_images += 1
+        log_every_n_seconds(logging.INFO, "Per-stage time: " + self.timer.summary(), n=60, name=__name__)
+        return outputs
 
-    def _segment(self, inputs, prototypes):
+    def propose(self, batched_inputs):
+        """
+        The reference-independent part of the method: SAM 2 proposals and their pooled DINOv2
+        features, read from the proposal cache when it has them.
+
+        Returns:
+            list[Proposals], one per input.
+        """
+        results = [self.cache.load(x, self.device) if self.cache else None for x in batched_inputs]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if not todo:
+            return results
+        images = torch.stack([self._target_image(batched_inputs[i]) for i in todo])
+        with self.timer.stage("dinov2", self.device), self._autocast():
+            size = self.encoder.input_size
+            enc_in = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+            if self.batch_encoder:
+                feature_maps = self.encoder(enc_in).float()
+            else:
+                feature_maps = torch.cat([self.encoder(x[None]).float() for x in enc_in])
+        for i, image, feature_map in zip(todo, images, feature_maps):
+            results[i] = self._propose_one(image[None], feature_map)
+            if self.cache:
+                inputs = batched_inputs[i]
+                full = results[i].full_masks(
+                    torch.arange(len(results[i].pred_ious), device=self.device),
+                    (int(inputs["height"]), int(inputs["width"])), self.upsample_chunk,
+                )
+                self.cache.save(inputs, results[i], full)
+        return results
+
+    def _target_image(self, inputs):
+        """(3, S, S) float image in [0, 1] on the device."""
         image = inputs["image"].to(self.device)
         size = self.proposer.input_size
         if image.dim() != 3 or tuple(image.shape) != (3, size, size):
@@ -123,19 +196,19 @@ class RefSeg(nn.Module):
                 "Image {} has shape {}, expected (3, {s}, {s}): targets must come from "
                 "RefSegTargetMapper".format(inputs.get("file_name", "?"), tuple(image.shape), s=size)
             )
-        height = int(inputs.get("height", size))
-        width = int(inputs.get("width", size))
-        timer, dev = self.timer, self.device
-        image = image.to(torch.float32)[None] / 255.0
+        return image.to(torch.float32) / 255.0
 
-        with timer.stage("dinov2", dev):
-            enc_size = self.encoder.input_size
-            enc_in = F.interpolate(image, size=(enc_size, enc_size), mode="bicubic", align_corners=False)
-            feature_map = self.encoder(enc_in)[0]
-        with timer.stage("sam2_image_encoder", dev):
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def _propose_one(self, image, feature_map):
+        """image (1, 3, S, S) in [0, 1], feature_map (D, g, g) -> Proposals."""
+        timer, dev = self.timer, self.device
+        with timer.stage("sam2_image_encoder", dev), self._autocast():
             embedding, high_res = self.proposer.encode_image(image)
-        with timer.stage("sam2_prompt_decoding", dev):
+        with timer.stage("sam2_prompt_decoding", dev), self._autocast():
             logits, pred_ious = self.proposer.propose(embedding, high_res)
+        logits, pred_ious = logits.float(), pred_ious.float()
         with timer.stage("matching", dev):
             n, h, w = logits.shape
             grid = F.interpolate(
@@ -144,24 +217,28 @@ class RefSeg(nn.Module):
             grid = grid.reshape(grid.shape[0], h * w).t()
             low_res = logits > 0
             features = ops.masked_average_features(low_res.reshape(n, h * w), grid)
-            scores, labels = ops.classify(features, prototypes)
             boxes = ops.masks_to_boxes_inclusive(low_res)
+        return Proposals(features, pred_ious, boxes, logits=logits)
+
+    def _match(self, proposals, prototypes, height, width):
+        """Classify, NMS, upsample, merge: Proposals -> Instances at (height, width)."""
+        timer, dev = self.timer, self.device
+        with timer.stage("matching", dev):
+            scores, labels = ops.classify(proposals.features, prototypes)
             keep = ops.class_aware_nms(
-                boxes, pred_ious, labels, self.nms_thresh, self.nms_keep_factor * self.max_detections
+                proposals.boxes, proposals.pred_ious, labels, self.nms_thresh,
+                self.nms_keep_factor * self.max_detections,
             )
             keep = keep[scores[keep] > 0]
         with timer.stage("postprocess", dev):
-            masks = ops.upsample_mask_logits(logits[keep], (height, width), self.upsample_chunk)
+            masks = proposals.full_masks(keep, (height, width), self.upsample_chunk)
             nonempty = masks.flatten(1).any(dim=1)
             keep, masks = keep[nonempty], masks[nonempty]
         with timer.stage("merging", dev):
             merged = ops.semantic_soft_merge(
-                masks, labels[keep], features[keep], scores[keep], self.merge_exponent
+                masks, labels[keep], proposals.features[keep], scores[keep], self.merge_exponent
             )
             order = ops.select_top_k(merged, self.max_detections)
-        timer.num_images += 1
-        log_every_n_seconds(logging.INFO, "Per-stage time: " + timer.summary(), n=60, name=__name__)
-
         result = Instances((height, width))
         result.pred_masks = masks[order]
         result.pred_boxes = Boxes(ops.masks_to_boxes_inclusive(result.pred_masks).to(torch.float32))

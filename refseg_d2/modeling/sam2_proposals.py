@@ -102,6 +102,21 @@ class SAM2Proposer(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
         self.register_buffer("grid", point_grid(points_per_side, self.input_size), False)
 
+    def signature(self, config_name):
+        """What the proposals depend on besides the image (for caches)."""
+        with torch.no_grad():
+            weights = self.sam.image_encoder.trunk.patch_embed.proj.weight
+            head = self.sam.sam_mask_decoder.iou_prediction_head.layers[-1].weight
+            fingerprint = float(weights.double().abs().sum() + head.double().abs().sum())
+        return {
+            "config": config_name,
+            "input_size": self.input_size,
+            "points_per_side": self.points_per_side,
+            "points_per_batch": self.points_per_batch,
+            "pred_iou_thresh": self.pred_iou_thresh,
+            "weights_fingerprint": fingerprint,
+        }
+
     def encode_image(self, image):
         """
         Args:
