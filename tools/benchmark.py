@@ -86,11 +86,13 @@ def time_inference(cfg, model, num_images, warmup):
         model.timer.reset()
         load = 0.0
         start = time.perf_counter()
-        for d in dicts[warmup:]:
+        batch = cfg.MODEL.REFSEG.ACCEL.IMAGES_PER_BATCH
+        timed = dicts[warmup:]
+        for i in range(0, len(timed), batch):
             t = time.perf_counter()
-            inputs = mapper(d)
+            inputs = [mapper(d) for d in timed[i : i + batch]]
             load += time.perf_counter() - t
-            model([inputs])
+            model(inputs)
         wall = time.perf_counter() - start
     n = max(model.timer.num_images, 1)
     stages = OrderedDict([("image_loading", load / n)])
