@@ -12,13 +12,11 @@ import logging
 import torch
 import torch.nn as nn
 
+from .encoders import IMAGENET_MEAN, IMAGENET_STD
 from .ops import point_grid, select_best_multimask
 from .weights import load_state_dict_file, random_init_rng
 
 logger = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_sam2_model(config_name, weights, input_size, random_init=False, seed=0):
