@@ -1,0 +1,25 @@
+"""Evaluator choice: COCO bbox + segm, bbox only when the ground truth has no masks."""
+import json
+
+from common import register, tiny_cfg
+
+from refseg_d2 import RefSegTrainer
+
+
+def test_coco_evaluator_evaluates_bbox_and_segm(synthetic, random_weights, tmp_path):
+    name = register("eval_targets", synthetic["targets"])
+    evaluator = RefSegTrainer.build_evaluator(tiny_cfg(random_weights, tmp_path), name)
+    assert set(evaluator._tasks) == {"bbox", "segm"}
+    assert evaluator._max_dets_per_image == [1, 10, 100]
+
+
+def test_ground_truth_without_masks_is_evaluated_on_boxes_only(synthetic, random_weights, tmp_path):
+    with open(synthetic["targets"][0]) as f:
+        data = json.load(f)
+    for ann in data["annotations"]:
+        ann.pop("segmentation", None)
+    path = tmp_path / "boxes_only.json"
+    path.write_text(json.dumps(data))
+    name = register("eval_boxes_only", (str(path), synthetic["targets"][1]))
+    evaluator = RefSegTrainer.build_evaluator(tiny_cfg(random_weights, tmp_path), name)
+    assert evaluator._tasks == ("bbox",)
