@@ -7,6 +7,7 @@ written in dataset order, so every process holds the identical memory whatever t
 processes.
 """
 import logging
+import os
 import time
 from collections import Counter, defaultdict
 
@@ -47,6 +48,17 @@ def dataset_classes(dataset_name):
     for dataset_id, contiguous in id_map.items():
         ids[contiguous] = int(dataset_id)
     return ids, names
+
+
+def check_image_files(dicts, what):
+    """Raise, before any work, when image files of ``dicts`` are missing (lists them)."""
+    missing = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
+    if missing:
+        raise FileNotFoundError(
+            "{} of {} image files of {} are missing, e.g.:\n  {}".format(
+                len(missing), len(dicts), what, "\n  ".join(missing[:5])
+            )
+        )
 
 
 def load_references(dataset_names):
@@ -93,6 +105,7 @@ def fill_memory(cfg, model, dataset_names=None):
         )
     start = time.perf_counter()
     dicts, class_ids, class_names = load_references(names)
+    check_image_files(dicts, "the reference dataset(s) {}".format(names))
     shots = Counter(
         a["category_id"] for d in dicts for a in d.get("annotations", []) if not a.get("iscrowd", 0)
     )

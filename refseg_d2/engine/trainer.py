@@ -2,12 +2,12 @@
 import logging
 import os
 
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 
 from ..data.mappers import RefSegTargetMapper
-from .memory_filling import check_memory_matches, ensure_memory, unwrap_model
+from .memory_filling import check_image_files, check_memory_matches, ensure_memory, unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +60,14 @@ class RefSegTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        """Target images squashed by RefSegTargetMapper; missing files fail before inference."""
+        dicts = DatasetCatalog.get(dataset_name)
+        check_image_files(dicts, "the test dataset {!r}".format(dataset_name))
         return build_detection_test_loader(
-            cfg, dataset_name, mapper=RefSegTargetMapper(cfg),
+            dicts,
+            mapper=RefSegTargetMapper(cfg),
             batch_size=cfg.MODEL.REFSEG.ACCEL.IMAGES_PER_BATCH,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
 
     @classmethod
