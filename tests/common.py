@@ -1,4 +1,5 @@
 """Helpers for building tiny configs and registering test datasets."""
+import json
 import os
 
 from detectron2.config import get_cfg
@@ -31,3 +32,14 @@ def register(name, split):
         MetadataCatalog.remove(name)
     register_coco_instances(name, {}, split[0], split[1])
     return name
+
+
+def register_edited(name, split, tmp_path, edit):
+    """Register a copy of ``split`` whose COCO json was changed in place by ``edit(data)``."""
+    with open(split[0]) as f:
+        data = json.load(f)
+    edit(data)
+    path = os.path.join(str(tmp_path), name + ".json")
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return register(name, (path, split[1]))

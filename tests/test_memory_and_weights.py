@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from common import register, tiny_cfg
+from common import register, register_edited, tiny_cfg
 
 from refseg_d2 import RefSegCheckpointer, RefSegTrainer, fill_memory
 from refseg_d2.engine import check_memory_matches
@@ -74,14 +74,11 @@ def test_file_without_memory_is_refused_with_its_name(random_weights, tmp_path):
 
 def test_memory_for_other_classes_is_a_clear_error(filled, synthetic, tmp_path):
     model, _, _ = filled
-    import json
 
-    with open(synthetic["targets"][0]) as f:
-        data = json.load(f)
-    data["categories"][0]["name"] = "purple_star"
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps(data))
-    name = register("other_classes", (str(other), synthetic["targets"][1]))
+    def rename(data):
+        data["categories"][0]["name"] = "purple_star"
+
+    name = register_edited("other_classes", synthetic["targets"], tmp_path, rename)
     with pytest.raises(ValueError, match="purple_star") as err:
         check_memory_matches(model.memory, name)
     assert "red_square" in str(err.value)
@@ -119,15 +116,12 @@ def test_unknown_sam2_config_is_a_clear_error(random_weights, tmp_path):
 
 
 def test_category_without_reference_fails_before_any_encoding(random_weights, synthetic, tmp_path):
-    import json
+    def drop_green_discs(data):
+        data["annotations"] = [a for a in data["annotations"] if a["category_id"] != 7]
 
-    with open(synthetic["refs"][0]) as f:
-        data = json.load(f)
-    data["annotations"] = [a for a in data["annotations"] if a["category_id"] != 7]
-    path = tmp_path / "refs_missing.json"
-    path.write_text(json.dumps(data))
+    name = register_edited("refs_missing", synthetic["refs"], tmp_path, drop_green_discs)
     cfg = tiny_cfg(random_weights, tmp_path)
     model = RefSegTrainer.build_model(cfg)
     model.encode_references = None   # any encoding attempt would raise TypeError
     with pytest.raises(ValueError, match="green_disc"):
-        fill_memory(cfg, model, [register("refs_missing", (str(path), synthetic["refs"][1]))])
+        fill_memory(cfg, model, [name])

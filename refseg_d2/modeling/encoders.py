@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from detectron2.utils.registry import Registry
 
-from .weights import load_state_dict_file, random_init_rng
+from .weights import load_state_dict_file, load_weights_strict, random_init_rng
 
 REFSEG_ENCODER_REGISTRY = Registry("REFSEG_ENCODER")
 REFSEG_ENCODER_REGISTRY.__doc__ = __doc__
@@ -84,7 +84,10 @@ class DinoV2Encoder(nn.Module):
         self.feature_dim = self.backbone.embed_dim
         if weights:
             state = load_state_dict_file(weights, what="DINOv2 ({})".format(name))
-            _load_strict(self.backbone, state, weights, name)
+            load_weights_strict(
+                self.backbone, state, weights, "DINOv2 " + name,
+                "MODEL.REFSEG.ENCODER.WEIGHTS / ENCODER.NAME",
+            )
             logger.info("Loaded DINOv2 %s weights from %s", name, weights)
         elif random_init:
             logger.warning("DINOv2 %s is RANDOMLY INITIALISED (MODEL.REFSEG.RANDOM_INIT)", name)
@@ -122,22 +125,6 @@ class DinoV2Encoder(nn.Module):
         tokens = self.backbone.forward_features(x)["x_norm_patchtokens"]
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
         return tokens.transpose(1, 2).reshape(b, self.feature_dim, grid_h, grid_w)
-
-
-def _load_strict(module, state, path, name):
-    try:
-        missing, unexpected = module.load_state_dict(state, strict=False)
-    except RuntimeError as e:
-        raise ValueError(
-            "{} does not match DINOv2 {} (MODEL.REFSEG.ENCODER.WEIGHTS): {}".format(path, name, e)
-        ) from e
-    if missing or unexpected:
-        raise ValueError(
-            "{} does not hold DINOv2 {} weights (MODEL.REFSEG.ENCODER.WEIGHTS): {} missing keys "
-            "(e.g. {}), {} unexpected keys (e.g. {}). Is ENCODER.NAME the model of this file?".format(
-                path, name, len(missing), missing[:3], len(unexpected), unexpected[:3]
-            )
-        )
 
 
 def _make_dinov2_builder(name):

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from .encoders import IMAGENET_MEAN, IMAGENET_STD
 from .ops import point_grid, select_best_multimask
-from .weights import load_state_dict_file, random_init_rng
+from .weights import load_state_dict_file, load_weights_strict, random_init_rng
 
 logger = logging.getLogger(__name__)
 
@@ -50,20 +50,10 @@ def build_sam2_model(config_name, weights, input_size, random_init=False, seed=0
         ) from e
     if weights:
         state = load_state_dict_file(weights, what="SAM 2", key="model")
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as e:
-            raise ValueError(
-                "{} does not match the SAM 2 config {}: {}".format(weights, config_name, e)
-            ) from e
-        if missing or unexpected:
-            raise ValueError(
-                "{} does not match the SAM 2 config {} (MODEL.REFSEG.SAM2.WEIGHTS / CONFIG): "
-                "{} missing keys (e.g. {}), {} unexpected keys (e.g. {})".format(
-                    weights, config_name, len(missing), missing[:3], len(unexpected),
-                    unexpected[:3],
-                )
-            )
+        load_weights_strict(
+            model, state, weights, "SAM 2 config " + config_name,
+            "MODEL.REFSEG.SAM2.WEIGHTS / SAM2.CONFIG",
+        )
         logger.info("Loaded SAM 2 weights from %s (config %s)", weights, config_name)
     elif random_init:
         logger.warning("SAM 2 (%s) is RANDOMLY INITIALISED (MODEL.REFSEG.RANDOM_INIT)", config_name)

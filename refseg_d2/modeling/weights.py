@@ -41,6 +41,24 @@ def load_state_dict_file(path, what, key=None):
     return checkpoint
 
 
+def load_weights_strict(module, state, path, what, config_key):
+    """
+    ``module.load_state_dict(state)`` that fails with a message naming the file and the config
+    key when keys or shapes differ (e.g. weights of another model size).
+    """
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise ValueError("{} does not match {} ({}): {}".format(path, what, config_key, e)) from e
+    if missing or unexpected:
+        raise ValueError(
+            "{} does not hold {} weights ({}): {} missing keys (e.g. {}), {} unexpected keys "
+            "(e.g. {})".format(
+                path, what, config_key, len(missing), missing[:3], len(unexpected), unexpected[:3]
+            )
+        )
+
+
 @contextlib.contextmanager
 def random_init_rng(seed):
     """Run a model constructor under a fixed seed without disturbing the global RNG state."""
