@@ -78,7 +78,7 @@ class RefSegTrainer(DefaultTrainer):
         types = types if isinstance(types, (list, tuple)) else [types]
         unknown = [t for t in types if t not in EVALUATOR_FACTORIES]
         if unknown:
-            raise NotImplementedError(
+            raise ValueError(
                 "No evaluator for evaluator_type {} of {}; known: {}".format(
                     unknown, dataset_name, sorted(EVALUATOR_FACTORIES)
                 )
