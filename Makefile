@@ -10,7 +10,7 @@ WEIGHTS    ?= official
 
 install: $(STAMP)
 
-$(STAMP): Makefile setup.py tools/install_detectron2.sh
+$(STAMP): Makefile setup.py tools/install_stack.sh tools/install_detectron2.sh
 	bash tools/install_stack.sh "$(PYTHON_SYS)" "$(VENV)"
 	touch $(STAMP)
 
