@@ -38,3 +38,20 @@ def test_base_config_holds_the_paper_settings():
 
 def test_importing_the_package_registers_the_meta_architecture():
     assert "RefSeg" in META_ARCH_REGISTRY
+
+
+BENCHMARKS = [p for p in CONFIGS if os.sep + "benchmarks" + os.sep in p]
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=[os.path.basename(p) for p in BENCHMARKS])
+def test_benchmark_config_names_registered_datasets_of_one_benchmark(path):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    cfg = get_cfg()
+    add_refseg_config(cfg)
+    cfg.merge_from_file(path)
+    names = list(cfg.DATASETS.REFERENCE) + list(cfg.DATASETS.TEST)
+    assert len(names) == 2 and all(n in DatasetCatalog.list() for n in names)
+    reference, test = (MetadataCatalog.get(n) for n in names)
+    assert reference.reference_of == cfg.DATASETS.TEST[0]
+    assert test.evaluator_type

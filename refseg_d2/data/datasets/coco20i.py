@@ -1,0 +1,52 @@
+"""
+COCO-20i few-shot semantic segmentation (method-reference 7.6), from COCO 2017 instances.
+
+Split s (1..4) holds the 20 classes whose 1-based index in the 80-class list is = s (mod 4)
+(the authors' ``coco_semantic_split_s``).
+
+- ``coco20i_split{s}_val``: every val2017 image, ground truth restricted to the split's classes;
+  evaluated as instances (COCO AP) and as a semantic map (mIoU, evaluator type
+  ``semseg_from_instances``: instance predictions merged, higher score wins, background apart).
+- ``coco20i_split{s}_train_{K}shot_seed{S}``, K in 1, 5 and S in 0..99: references sampled from
+  train2017 with the authors' sampler (their runs use seed 42).
+"""
+from .coco_fsod import COCO_THING_CLASSES, register_coco_benchmark, register_coco_references
+
+SPLITS = (1, 2, 3, 4)
+SHOTS = (1, 5)
+SEEDS = tuple(range(100))
+PAPER_SEED = 42
+# Predictions below this score are not painted into the semantic map (the authors' 0.5).
+SEMSEG_SCORE_THRESH = 0.5
+
+
+def split_category_ids(split):
+    """The COCO category ids of COCO-20i split ``split`` (1..4)."""
+    if split not in SPLITS:
+        raise ValueError("COCO-20i split must be one of {}, got {!r}".format(SPLITS, split))
+    ids = list(COCO_THING_CLASSES)
+    return [ids[i] for i in range(len(ids)) if (i + 1) % 4 == split % 4]
+
+
+def reference_name(split, shots, seed):
+    return "coco20i_split{}_train_{}shot_seed{}".format(split, shots, seed)
+
+
+def register_coco20i(root):
+    for split in SPLITS:
+        register_coco_benchmark(
+            root, "coco20i_split{}".format(split), split_category_ids(split),
+            "coco20i_split{}_val".format(split),
+            lambda k, seed, s=split: reference_name(s, k, seed), SHOTS, SEEDS,
+            ["fewshot_coco", "semseg_from_instances"],
+            extra_metadata={"semseg_score_thresh": SEMSEG_SCORE_THRESH},
+        )
+
+
+def register_coco20i_references(root, split, shots, seed):
+    """Register ``coco20i_split{split}_train_{shots}shot_seed{seed}`` for any shots and seed."""
+    register_coco_references(
+        root, "coco20i_split{}".format(split), split_category_ids(split),
+        "coco20i_split{}_val".format(split), reference_name(split, shots, seed), shots, seed,
+        {"semseg_score_thresh": SEMSEG_SCORE_THRESH},
+    )
