@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 from common import REPO, TINY_CONFIG
-from test_benchmark_datasets import make_coco_tree, make_voc_tree, register_under
+from test_benchmark_datasets import (
+    _write_cdfsod_file, _write_png, make_cdfsod_tree, make_coco_tree, make_voc_tree, register_under,
+)
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import add_sam2_masks  # noqa: E402
@@ -159,6 +161,48 @@ def test_voc_split_runs_with_box_only_references_and_reports_both_metrics(random
     metrics = train_net.main(args)
     assert set(metrics) == {"bbox", "voc07_bbox"}
     assert "AP50-sofa" in metrics["voc07_bbox"]
+
+
+def test_cdfsod_run_fills_the_authors_references_and_evaluates_annotated_test_images(
+        random_weights, tmp_path):
+    import torch
+    import train_net
+
+    register_under(tmp_path / "data")
+    classes = ("seacucumber", "seaurchin", "scallop")
+    base = make_cdfsod_tree(str(tmp_path / "data"), "uodd")
+    # seacucumber: two in image 1 (-> the first one twice) and one in image 2; seaurchin: one;
+    # scallop: two images. (annotation id, image id, category id)
+    _write_cdfsod_file(base, "5_shot.json", [1, 2, 3],
+                       [(1, 1, 1), (2, 1, 1), (3, 2, 1), (4, 2, 2), (5, 3, 3), (6, 1, 3)], classes)
+    _write_cdfsod_file(base, "test.json", [1, 2, 3], [(1, 1, 1), (2, 2, 2)], classes)
+    for i in (1, 2, 3):
+        _write_png(os.path.join(base, "train", "{}.jpg".format(i)), i, size=(50, 40))
+        _write_png(os.path.join(base, "test", "{}.jpg".format(i)), 10 + i, size=(50, 40))
+    sam2, dinov2 = random_weights
+
+    def run(reference, test, out):
+        args = train_net.get_parser().parse_args([
+            "--config-file", TINY_CONFIG, "--eval-only",
+            "DATASETS.REFERENCE", '("{}",)'.format(reference),
+            "DATASETS.TEST", '("{}",)'.format(test),
+            "OUTPUT_DIR", str(tmp_path / out),
+            "MODEL.REFSEG.SAM2.WEIGHTS", sam2, "MODEL.REFSEG.ENCODER.WEIGHTS", dinov2,
+            "MODEL.REFSEG.MEMORY.BOX_MASK_SOURCE", "box",
+        ])
+        metrics = train_net.main(args)
+        memory = torch.load(str(tmp_path / out / "refseg_memory.pth"), weights_only=False)
+        path = tmp_path / out / "inference" / test / "instances_predictions.pth"
+        predictions = torch.load(str(path), weights_only=False)
+        images = sorted(p["image_id"] for p in predictions)
+        return metrics, memory["model"]["memory.counts"].tolist(), images
+
+    metrics, counts, images = run("cdfsod_uodd_5shot", "cdfsod_uodd_test", "authors")
+    assert set(metrics) == {"bbox"} and counts == [5, 5, 5]
+    assert images == [1, 2]                       # image 3 has no annotation: not evaluated
+    _, counts, images = run("cdfsod_uodd_5shot_all_instances", "cdfsod_uodd_test_all_images",
+                            "all")
+    assert counts == [3, 1, 2] and images == [1, 2, 3]
 
 
 def _box_only(synthetic_split, tmp_path):
