@@ -32,10 +32,9 @@ from .data.reference_sources import (
     PROVENANCE_KEY,
     image_size,
     mask_annotation,
-    reference_provenance,
     register_reference_dicts,
 )
-from .engine.memory_filling import fill_memory, load_references
+from .engine.memory_filling import fill_memory
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class RefSegPredictor:
     Attributes:
         model (RefSeg): in eval mode on cfg.MODEL.DEVICE.
         provenance (list): per class, a list of where each of its memory slots comes from
-            (see :func:`refseg_d2.data.reference_sources.reference_provenance`; "file_name" is
+            (see :func:`refseg_d2.data.reference_sources.shot_provenance`; "file_name" is
             None for a reference given as an array), or None when unknown.
     """
 
@@ -216,14 +215,10 @@ class RefSegPredictor:
     def _fill_and_merge(self, dataset_name, file_name_of=None):
         """fill_memory from ``dataset_name``, then put the previous memory's shots back first."""
         before = _snapshot(self.memory, self.provenance)
-        dicts, _, class_names = load_references([dataset_name])
-        r = self.cfg.MODEL.REFSEG
-        provenance = reference_provenance(
-            dicts, len(class_names), r.MEMORY.CONTEXT_RATIO, r.INPUT.APPLY_EXIF
-        )
+        stats = fill_memory(self.cfg, self.model, [dataset_name], with_provenance=True)
+        provenance = stats.pop("provenance")
         for record in (rec for per_class in provenance for rec in per_class):
             record["file_name"] = (file_name_of or {}).get(record["file_name"], record["file_name"])
-        stats = fill_memory(self.cfg, self.model, [dataset_name])
         added = _snapshot(self.memory, provenance)
         merged = _merge(before, added) if before else added
         self.memory.set(

@@ -109,3 +109,17 @@ def test_without_eval_only_fills_saves_then_evaluates(single_run, random_weights
     assert "Filling the memory" in log
     assert os.path.isfile(os.path.join(str(tmp_path), "refseg_memory.pth"))
     assert_same_metrics(metrics1, metrics2)
+
+
+def test_saved_memory_records_where_each_slot_comes_from(single_run, synthetic):
+    from detectron2.data.datasets import load_coco_json
+
+    from refseg_d2.data.reference_sources import reference_provenance
+    from refseg_d2.utils.memory_report import load_memory_file
+
+    out, _, _ = single_run
+    memory, provenance = load_memory_file(os.path.join(str(out), "refseg_memory.pth"))
+    assert [len(p) for p in provenance] == memory.counts.tolist()
+    dicts = load_coco_json(*synthetic["refs"], dataset_name="e2e_refs_provenance")
+    expected = reference_provenance(dicts, memory.num_classes, context_ratio=0.2)
+    assert provenance == expected

@@ -7,9 +7,9 @@ flagged), and a PNG sheet of the reference crops with their masks.
     python tools/inspect_memory.py output/my_run/refseg_memory.pth --output output/my_run/report
 
 Similarities come from the instance means the memory holds; no model is built. The crop sheet
-needs to know where each shot came from: memories saved by tools/demo.py or RefSegPredictor
-record it; for others (e.g. tools/train_net.py's) name the reference source they were built
-from (--ref-coco / --ref-boxes / --ref-folder, with --context-ratio if it was not 0.2).
+needs to know where each shot came from: memories saved by tools/train_net.py, tools/demo.py
+or RefSegPredictor record it; for others name the reference source they were built from
+(--ref-coco / --ref-boxes / --ref-folder, with --context-ratio if it was not 0.2).
 
 Outputs in --output: report.json, report.txt (also printed) and reference_crops.png.
 """

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..checkpoint import RefSegCheckpointer
 from ..data.mappers import RefSegReferenceMapper
+from ..data.reference_sources import PROVENANCE_KEY, shot_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def load_references(dataset_names):
     return dicts, classes[1], classes[2]
 
 
-def fill_memory(cfg, model, dataset_names=None):
+def fill_memory(cfg, model, dataset_names=None, with_provenance=False):
     """
     Encode the references of ``dataset_names`` (default ``cfg.DATASETS.REFERENCE``) and fill
     ``model.memory``. Every process must call it.
@@ -94,7 +95,9 @@ def fill_memory(cfg, model, dataset_names=None):
     Returns:
         dict: "images", "references" (annotations encoded), "sam2_masks" (masks made by SAM 2
         from boxes), "skipped" (references covering no patch sample), "seconds", "checksum"
-        (sum of the memory's features, identical on every process).
+        (sum of the memory's features, identical on every process) and, with
+        ``with_provenance``, "provenance": per class, per memory slot, where it comes from
+        (:func:`refseg_d2.data.reference_sources.shot_provenance`).
     """
     model = unwrap_model(model)
     names = tuple(dataset_names or cfg.DATASETS.REFERENCE)
@@ -134,6 +137,7 @@ def fill_memory(cfg, model, dataset_names=None):
                     records.append((
                         inputs["refseg_index"], int(inst.ann_index[r]), int(inst.gt_classes[r]),
                         out["features"][r].cpu(), bool(out["valid"][r]), bool(out["sam2_masks"][r]),
+                        inst.crop_windows[r].tolist(), tuple(inst.image_size),
                     ))
     gathered = [r for part in comm.all_gather(records) for r in part]
     records = sorted(gathered, key=lambda r: (r[0], r[1]))  # dataset order
@@ -146,6 +150,8 @@ def fill_memory(cfg, model, dataset_names=None):
         "seconds": time.perf_counter() - start,
         "checksum": float(model.memory.instance_features.double().sum()),
     }
+    if with_provenance:
+        stats["provenance"] = _provenance(records, dicts, len(class_names))
     logger.info(
         "Memory filled in %.1fs: %s; %d reference masks made by SAM 2 from boxes; checksum %.10e",
         stats["seconds"], model.memory.extra_repr(), stats["sam2_masks"], stats["checksum"],
@@ -155,7 +161,7 @@ def fill_memory(cfg, model, dataset_names=None):
 
 def _write_memory(memory, records, dicts, class_ids, class_names):
     per_class = defaultdict(list)
-    for index, ann_index, label, feature, valid, _ in records:
+    for index, ann_index, label, feature, valid, *_ in records:
         if valid:
             per_class[label].append(feature)
         else:
@@ -167,6 +173,15 @@ def _write_memory(memory, records, dicts, class_ids, class_names):
     if empty:
         raise ValueError("No usable reference for categories {}".format(empty))
     memory.set(class_ids, class_names, [torch.stack(per_class[c]) for c in range(len(class_names))])
+
+
+def _provenance(records, dicts, num_classes):
+    """Per class, the provenance of its memory slots in memory order (valid records only)."""
+    per_class = [[] for _ in range(num_classes)]
+    for index, ann_index, label, _, valid, _, window, (height, width) in records:
+        if valid:
+            per_class[label].append(shot_provenance(dicts[index], ann_index, window, height, width))
+    return per_class
 
 
 def ensure_memory(cfg, model, force=False, save=True):
@@ -181,9 +196,13 @@ def ensure_memory(cfg, model, force=False, save=True):
     if model.memory.is_ready and not force:
         logger.info("Using the loaded memory: %s", model.memory.extra_repr())
         return False
-    fill_memory(cfg, model)
-    if save and cfg.MODEL.REFSEG.MEMORY.SAVE and cfg.OUTPUT_DIR:
-        RefSegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).save(cfg.MODEL.REFSEG.MEMORY.SAVE_NAME)
+    save = bool(save and cfg.MODEL.REFSEG.MEMORY.SAVE and cfg.OUTPUT_DIR)
+    stats = fill_memory(cfg, model, with_provenance=save and comm.is_main_process())
+    if save and comm.is_main_process():
+        # The provenance lets tools/inspect_memory.py show the reference crops.
+        RefSegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).save(
+            cfg.MODEL.REFSEG.MEMORY.SAVE_NAME, **{PROVENANCE_KEY: stats["provenance"]}
+        )
     comm.synchronize()
     return True
 
