@@ -254,3 +254,17 @@ def test_visualize_results_draws_ground_truth_next_to_the_model_predictions(
                                          d["height"], d["width"], {3: 0, 7: 1, 12: 2})
         assert torch.equal(back.pred_masks, predictions[d["image_id"]].pred_masks)
         assert torch.equal(back.pred_classes, predictions[d["image_id"]].pred_classes)
+
+
+def test_json_inputs_that_are_missing_or_broken_are_errors_naming_the_file(tmp_path):
+    from refseg_d2.utils.files import read_json
+
+    missing = str(tmp_path / "nowhere.json")
+    with pytest.raises(FileNotFoundError, match="Results file not found: .*nowhere.json"):
+        read_json(missing, "Results file")
+    broken = tmp_path / "broken.json"
+    broken.write_text("[1, 2")
+    with pytest.raises(ValueError, match="Box reference file .*broken.json is not valid JSON"):
+        read_json(str(broken), "Box reference file")
+    broken.write_text('{"a": [1, 2]}')
+    assert read_json(str(broken), "Box reference file") == {"a": [1, 2]}

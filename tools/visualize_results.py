@@ -12,7 +12,6 @@ The results file is what tools/train_net.py (COCOEvaluator) or tools/demo.py wri
 {"image_id", "category_id", "bbox" (XYWH), "score", "segmentation" (RLE, optional)}.
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, REPO)
 
 from refseg_d2.data.mappers import read_rgb  # noqa: E402
 from refseg_d2.data.reference_sources import register_reference_source  # noqa: E402
+from refseg_d2.utils.files import read_json  # noqa: E402
 from refseg_d2.utils.visualization import (  # noqa: E402
     coco_results_to_instances,
     draw_ground_truth,
@@ -53,13 +53,7 @@ def get_parser():
 
 def load_results(path):
     """The results grouped by image id."""
-    try:
-        with open(path) as f:
-            results = json.load(f)
-    except FileNotFoundError as e:
-        raise FileNotFoundError("Results file not found: {}".format(path)) from e
-    except ValueError as e:
-        raise ValueError("Results file {} is not valid JSON: {}".format(path, e)) from e
+    results = read_json(path, "Results file")
     if not isinstance(results, list):
         raise ValueError("Results file {} must hold a list of detections".format(path))
     per_image = defaultdict(list)

@@ -24,7 +24,6 @@ Category ids of the ``boxes`` and ``folder`` sources are 1..C in class order.
 The module also records each memory slot's *provenance* (image, annotation, crop window, mask)
 so that reports can show the reference crops without re-reading the reference dataset.
 """
-import json
 import logging
 import os
 
@@ -35,6 +34,7 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import BoxMode
 from PIL import Image, ImageOps
 
+from ..utils.files import read_json
 from .mappers import context_crop_window, decode_segmentation
 
 logger = logging.getLogger(__name__)
@@ -97,13 +97,7 @@ def load_box_references(json_file):
         dicts (list[dict]): one per image, annotations with XYXY_ABS boxes and contiguous
             category ids; class_ids (list[int]): 1..C; class_names (list[str]).
     """
-    try:
-        with open(json_file) as f:
-            data = json.load(f)
-    except FileNotFoundError as e:
-        raise FileNotFoundError("Box reference file not found: {}".format(json_file)) from e
-    except ValueError as e:
-        raise ValueError("Box reference file {} is not valid JSON: {}".format(json_file, e)) from e
+    data = read_json(json_file, "Box reference file")
     records = data if isinstance(data, list) else data.get("references")
     if not isinstance(records, list) or not records:
         raise ValueError("{} holds no 'references' list".format(json_file))

@@ -18,6 +18,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from iopath.common.file_io import file_lock
 
+from ...utils.files import read_json
+
 logger = logging.getLogger(__name__)
 
 _FORMAT_VERSION = 1
@@ -49,12 +51,7 @@ def require_file(path, what):
 
 def load_json(path, what):
     """Read a JSON file; errors name it."""
-    require_file(path, what)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except ValueError as e:
-        raise ValueError("{}: {} is not valid JSON: {}".format(what, path, e)) from e
+    return read_json(require_file(path, what), what + ":")
 
 
 def atomic_write_json(obj, path):
