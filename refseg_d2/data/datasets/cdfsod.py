@@ -65,9 +65,13 @@ SHOTS = (1, 5, 10)
 AUTHORS_PKL_SEED = 42
 
 
-def check_classes(json_file, key, name):
-    """Raise when the categories of ``json_file`` are not the class list of dataset ``key``."""
-    names = sorted(c["name"] for c in load_json(json_file, name).get("categories", []))
+def checked_json(json_file, key, name):
+    """
+    The COCO dict of ``json_file``; raise when its categories are not the class list of
+    dataset ``key``.
+    """
+    data = load_json(json_file, name)
+    names = sorted(c["name"] for c in data.get("categories", []))
     expected = sorted(CDFSOD_DATASETS[key][1])
     if names != expected:
         raise ValueError(
@@ -75,6 +79,7 @@ def check_classes(json_file, key, name):
                 name, json_file, names, CDFSOD_DATASETS[key][0], expected
             )
         )
+    return data
 
 
 def authors_reference_ids(data, shots, seed=AUTHORS_PKL_SEED, source="<dict>"):
@@ -114,9 +119,8 @@ def authors_reference_ids(data, shots, seed=AUTHORS_PKL_SEED, source="<dict>"):
 
 def _authors_references(name, key, json_file, image_root, shots):
     def load():
-        require_file(json_file, name)
-        check_classes(json_file, key, name)
-        picks = authors_reference_ids(load_json(json_file, name), shots, source=json_file)
+        data = checked_json(json_file, key, name)
+        picks = authors_reference_ids(data, shots, source=json_file)
         dicts = load_coco_json(json_file, image_root, name, extra_annotation_keys=["id"])
         uses = Counter(ann_id for ids in picks.values() for ann_id in ids)
         out = []
@@ -129,10 +133,9 @@ def _authors_references(name, key, json_file, image_root, shots):
     return load
 
 
-def _all_instances(name, key, json_file, image_root):
+def _whole_file(name, key, json_file, image_root):
     def load():
-        require_file(json_file, name)
-        check_classes(json_file, key, name)
+        checked_json(json_file, key, name)
         return load_coco_json(json_file, image_root, name)
 
     return load
@@ -149,8 +152,7 @@ def _annotated_test(name, key, json_file, out):
         require_file(json_file, name)
 
         def build():
-            check_classes(json_file, key, name)
-            return annotated_images_only(load_json(json_file, name))
+            return annotated_images_only(checked_json(json_file, key, name))
 
         return derived_json(out, [json_file], {"annotated_images_only": True}, build)
 
@@ -176,7 +178,7 @@ def register_cdfsod(root):
                 DatasetCatalog.register(name, _authors_references(name, key, json_file, train, k))
                 MetadataCatalog.get(name).set(**meta)
                 name += "_all_instances"
-                DatasetCatalog.register(name, _all_instances(name, key, json_file, train))
+                DatasetCatalog.register(name, _whole_file(name, key, json_file, train))
                 MetadataCatalog.get(name).set(**meta)
 
             json_file = os.path.join(ann_dir, "test{}.json".format(segm))
@@ -189,6 +191,6 @@ def register_cdfsod(root):
             register_ground_truth(name, prepare)
 
             name += "_all_images"
-            DatasetCatalog.register(name, _all_instances(name, key, json_file, test))
+            DatasetCatalog.register(name, _whole_file(name, key, json_file, test))
             MetadataCatalog.get(name).set(json_file=json_file, **meta)
             register_ground_truth(name, lambda name=name, f=json_file: require_file(f, name))
