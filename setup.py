@@ -8,15 +8,24 @@ setup(
     description="Training-free reference-based instance segmentation (No Time to Train) for Detectron2",
     packages=find_packages(exclude=("configs", "tests", "tools")),
     python_requires=">=3.9",
-    # detectron2 has no official PyPI release: install it first (see README / tools/install_detectron2.sh).
+    # Every package refseg_d2 imports, except detectron2, which has no official PyPI release:
+    # install it first (README, "Install"; tools/install_detectron2.sh). dinov2 0.0.1.dev2's own
+    # metadata pins torch 2.0 and xformers, so `make install` installs it, and then refseg_d2,
+    # with --no-deps; pip would otherwise refuse the combination.
     install_requires=[
         "torch>=2.1",
         "torchvision",
-        "sam2>=1.0",
+        # refseg_d2 calls SAM 2 internals of this exact release (checked at model build).
+        "sam2==1.1.0",
+        "dinov2==0.0.1.dev2",
         "fvcore>=0.1.5,<0.1.6",
+        "iopath>=0.1.10,<0.1.11",
+        "hydra-core>=1.3.2",
         "pycocotools>=2.0.7",
+        "opencv-python-headless",
         "Pillow",
         "numpy",
+        "tabulate",
         "tqdm",
     ],
     extras_require={"dev": ["pytest"]},

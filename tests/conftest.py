@@ -14,7 +14,7 @@ ENCODER = "dinov2_vits14"
 @pytest.fixture(scope="session")
 def random_weights(tmp_path_factory):
     """(sam2_path, dinov2_path): random Hiera-T and ViT-S/14 written as the official files."""
-    from refseg_d2.modeling.random_weights import write_random_checkpoints
+    from refseg_d2.testing.random_weights import write_random_checkpoints
 
     out = tmp_path_factory.mktemp("weights")
     return write_random_checkpoints(str(out), SAM2_CONFIG, ENCODER, sam2_input_size=256, seed=0)
@@ -27,7 +27,7 @@ def synthetic(tmp_path_factory):
     (some references box-only) and "targets" (overlapping instances, last image empty).
     Returns {split: (json_path, image_root)}.
     """
-    from refseg_d2.data.synthetic import make_split
+    from refseg_d2.testing.synthetic import make_split
 
     root = str(tmp_path_factory.mktemp("data"))
     return {

@@ -16,12 +16,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 import refseg_d2.data.datasets  # noqa: F401  registers the benchmark datasets
+from refseg_d2.data.datasets import resolve_datasets
 from refseg_d2.data.datasets.builtin import register_all, register_reference_dataset
 from refseg_d2.data.datasets.cdfsod import CDFSOD_DATASETS, authors_reference_ids
 from refseg_d2.data.datasets.coco_fsod import COCO_THING_CLASSES, NOVEL_IDS
 from refseg_d2.data.datasets.coco20i import split_category_ids
-from refseg_d2.data.datasets.voc_fewshot import NOVEL_CLASSES
-from refseg_d2.evaluation import prepare_ground_truth
+from refseg_d2.data.ground_truth import prepare_ground_truth
 
 PREFIXES = ("coco_fsod_", "coco20i_", "voc_0712_", "voc_2007_test_", "voc_fewshot_", "voc_tfa_",
             "cdfsod_")
@@ -167,10 +167,13 @@ def root(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_importing_the_package_registers_every_benchmark_and_opens_no_dataset_file(tmp_path):
-    make_coco_tree(str(tmp_path))
-    make_voc_tree(str(tmp_path))
-    code = (
+def run_auditing_opens(root, code, args):
+    """
+    Run ``code`` in a fresh Python under ``DETECTRON2_DATASETS=root`` after ``import refseg_d2,
+    refseg_d2.data.datasets``, with ``args`` as ``sys.argv[1:]``. Returns its stdout, which
+    ends with ``OPENED [...]``: the files under ``root`` that the import or ``code`` opened.
+    """
+    script = (
         "import sys, os\n"
         "root = os.environ['DETECTRON2_DATASETS']\n"
         "opened = []\n"
@@ -178,22 +181,106 @@ def test_importing_the_package_registers_every_benchmark_and_opens_no_dataset_fi
         "str(a[0]).startswith(root) else None)\n"
         "import refseg_d2, refseg_d2.data.datasets\n"
         "from detectron2.data import DatasetCatalog\n"
-        "names = set(DatasetCatalog.list())\n"
+        + code +
         "print('OPENED', opened)\n"
-        "print('NAMES', len(names), all(n in names for n in sys.argv[1:]))\n"
     )
-    wanted = ["coco_fsod_val_novel", "coco_fsod_train_novel_30shot_seed33",
-              "voc_2007_test_novel3", "voc_fewshot_split2_trainval_novel_5shot_seed99",
-              "voc_tfa_split1_novel_10shot_seed29", "cdfsod_deepfish_10shot",
-              "cdfsod_uodd_test_with_segm", "coco20i_split4_train_5shot_seed42",
-              "coco20i_split1_val"]
-    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", code] + wanted, cwd=REPO, env=env,
+    env = dict(os.environ, DETECTRON2_DATASETS=str(root))
+    out = subprocess.run([sys.executable, "-c", script] + list(args), cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "OPENED []" in out.stdout
-    assert "True" in out.stdout.split("NAMES")[1]
+    return out.stdout
+
+
+def test_importing_the_package_registers_the_paper_seeds_only_and_opens_no_dataset_file(
+        tmp_path):
+    make_coco_tree(str(tmp_path))
+    make_voc_tree(str(tmp_path))
+    code = (
+        "names = set(DatasetCatalog.list())\n"
+        "print('OURS', len([n for n in names if n.startswith({!r})]))\n"
+        "print('WANTED', all(n in names for n in sys.argv[1:]))\n"
+        "print('SEED7', 'coco_fsod_train_novel_30shot_seed7' in names)\n"
+        "from refseg_d2.data.datasets import register_reference_dataset\n"
+        "register_reference_dataset('coco_fsod_train_novel_30shot_seed7')\n"
+        "print('SEED7_BY_NAME', 'coco_fsod_train_novel_30shot_seed7' in DatasetCatalog.list())\n"
+    ).format(PREFIXES)
+    wanted = ["coco_fsod_val_novel", "coco_fsod_train_novel_30shot_seed33",
+              "coco_fsod_train_novel_1shot_seed99", "voc_2007_test_novel3",
+              "voc_fewshot_split2_trainval_novel_5shot_seed33", "voc_tfa_split1_novel_10shot_seed9",
+              "voc_tfa_split3_novel_1shot_seed0", "cdfsod_deepfish_10shot",
+              "cdfsod_uodd_test_with_segm", "coco20i_split4_train_5shot_seed42",
+              "coco20i_split1_val"]
+    out = run_auditing_opens(tmp_path, code, wanted)
+    # COCO-FSOD 1 + 6 shots x 10 seeds; VOC 2 + 3 splits x (2 + 5 shots x (1 + 10 TFA seeds));
+    # CD-FSOD 6 x 2 (with_segm or not) x (3 shots x 2 + 2); COCO-20i 4 x (1 + 2 shots).
+    assert "OURS {}\n".format(61 + 173 + 96 + 12) in out
+    assert "WANTED True" in out
+    assert "SEED7 False" in out and "SEED7_BY_NAME True" in out
+    assert "OPENED []" in out
     assert not os.path.exists(os.path.join(str(tmp_path), "refseg_cache"))
+
+
+def _write_tfa_files(root, seed, shots, images_per_class):
+    """
+    TFA seed files (``vocsplit/`` for seed 0, ``vocsplit/seed{S}/`` otherwise): per class
+    ``box_{shots}shot_{class}_train.txt`` listing its images ({class: [VOC file id]}) as
+    FsDet's image paths.
+    """
+    base = os.path.join(str(root), "vocsplit")
+    folder = os.path.join(base, "seed{}".format(seed)) if seed else base
+    os.makedirs(folder, exist_ok=True)
+    for name, ids in images_per_class.items():
+        path = os.path.join(folder, "box_{}shot_{}_train.txt".format(shots, name))
+        with open(path, "w") as f:
+            f.write("".join("datasets/VOC{}/JPEGImages/{}.jpg\n".format(
+                "2012" if "_" in i else "2007", i) for i in ids))
+
+
+def test_resolve_datasets_registers_any_seed_without_opening_a_file_and_the_sets_load(root):
+    make_coco_tree(str(root), per_class=7)
+    make_voc_tree(str(root))
+    tfa = {"bird": ["000001", "000004", "2008_000001"], "bus": ["000002", "000004", "2008_000002"],
+           "cow": ["000002", "000005", "2008_000002"],
+           "motorbike": ["000003", "2008_000001", "2008_000002"],
+           "sofa": ["000003", "000005", "2008_000002"]}
+    _write_tfa_files(root, 29, 10, tfa)
+    names = ["voc_tfa_split1_novel_10shot_seed29", "coco_fsod_train_novel_7shot_seed1234",
+             "my_own_dataset", "coco_fsod_val_novel"]
+    code = (
+        "from refseg_d2.data.datasets import resolve_datasets\n"
+        "print('RETURNED', resolve_datasets(sys.argv[1:]) == sys.argv[1:])\n"
+        "print('REGISTERED', [n in DatasetCatalog.list() for n in sys.argv[1:]])\n"
+    )
+    out = run_auditing_opens(root, code, names)
+    assert "RETURNED True" in out and "REGISTERED [True, True, False, True]" in out
+    assert "OPENED []" in out
+
+    assert "voc_tfa_split1_novel_10shot_seed29" not in DatasetCatalog.list()
+    assert resolve_datasets(iter(names)) == names
+    assert "my_own_dataset" not in DatasetCatalog.list()
+    # TFA: every object of the class in the listed images (10 shots > what they hold): the
+    # two birds of 000001 (one difficult), one in 000004 and 2008_000001; 3 of each other class.
+    tfa_dicts = DatasetCatalog.get("voc_tfa_split1_novel_10shot_seed29")
+    labels = sorted(a["category_id"] for d in tfa_dicts for a in d["annotations"])
+    assert labels == [0] * 4 + [1] * 3 + [2] * 3 + [3] * 3 + [4] * 3
+    assert len(tfa_dicts) == 7    # 000001-000005, 2008_000001, 2008_000002
+    meta = MetadataCatalog.get("voc_tfa_split1_novel_10shot_seed29")
+    assert (meta.shots, meta.seed, meta.reference_of) == (10, 29, "voc_2007_test_novel1")
+    # COCO-FSOD: 7 of the 7 images of each class, its valid (40 px) annotation only.
+    coco_dicts = DatasetCatalog.get("coco_fsod_train_novel_7shot_seed1234")
+    assert len(coco_dicts) == 140
+    assert all([a["bbox"][2] for a in d["annotations"]] == [40] for d in coco_dicts)
+    assert MetadataCatalog.get("coco_fsod_train_novel_7shot_seed1234").seed == 1234
+
+
+def test_names_registered_on_demand_live_under_the_root_of_the_other_benchmarks(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "elsewhere"))
+    register_under(tmp_path / "data")
+    name = register_reference_dataset("coco_fsod_train_novel_7shot_seed1234")
+    coco = os.path.join(str(tmp_path), "data", "coco")
+    assert MetadataCatalog.get(name).image_root == os.path.join(coco, "train2017")
+    assert MetadataCatalog.get("coco_fsod_val_novel").image_root == os.path.join(coco, "val2017")
 
 
 def test_coco_fsod_test_set_keeps_every_image_with_novel_ground_truth_only(root):
@@ -237,7 +324,7 @@ def test_coco_fsod_references_follow_shots_and_seed(root):
         assert ann["bbox"][2] == 40            # never the invalid (small) annotation
         per_class.setdefault(ann["category_id"], []).append(d["image_id"])
     assert sorted(per_class) == list(range(20)) and all(len(v) == 2 for v in per_class.values())
-    b = DatasetCatalog.get("coco_fsod_train_novel_2shot_seed34")
+    b = DatasetCatalog.get(register_reference_dataset("coco_fsod_train_novel_2shot_seed34"))
     assert {d["image_id"] for d in a} != {d["image_id"] for d in b}
     meta = MetadataCatalog.get("coco_fsod_train_novel_2shot_seed33")
     assert (meta.shots, meta.seed) == (2, 33)
@@ -249,6 +336,8 @@ def test_coco_fsod_references_follow_shots_and_seed(root):
     assert len(DatasetCatalog.get(name)) == 60 and MetadataCatalog.get(name).seed == 1234
     with pytest.raises(ValueError, match="not the name of a sampled reference set"):
         register_reference_dataset("cdfsod_dior_7shot")
+    with pytest.raises(ValueError, match="'coco_fsod_train_novel_3shot_seed07' is not the name"):
+        register_reference_dataset("coco_fsod_train_novel_3shot_seed07")   # would be seed7
 
 
 def test_missing_files_are_errors_naming_the_expected_path(root):
@@ -294,15 +383,10 @@ def test_voc_test_set_and_references_use_the_novel_classes_only(root):
 
 def test_tfa_seed_files_are_an_alternative_reference_set(root):
     make_voc_tree(str(root))
-    for seed, folder in ((0, "vocsplit"), (3, os.path.join("vocsplit", "seed3"))):
-        os.makedirs(os.path.join(str(root), folder), exist_ok=True)
-        for name in NOVEL_CLASSES[1]:
-            ids = {"bird": ["000001"], "bus": ["000002"], "cow": ["2008_000002"],
-                   "motorbike": ["000003"], "sofa": ["000005"]}[name]
-            path = os.path.join(str(root), folder, "box_1shot_{}_train.txt".format(name))
-            with open(path, "w") as f:
-                lines = ["datasets/VOC2007/JPEGImages/{}.jpg".format(i) for i in ids]
-                f.write("\n".join(lines) + "\n")
+    for seed in (0, 3):
+        _write_tfa_files(root, seed, 1, {"bird": ["000001"], "bus": ["000002"],
+                                         "cow": ["2008_000002"], "motorbike": ["000003"],
+                                         "sofa": ["000005"]})
     dicts = DatasetCatalog.get("voc_tfa_split1_novel_1shot_seed0")
     anns = {os.path.basename(d["file_name"]): [a["category_id"] for a in d["annotations"]]
             for d in dicts}

@@ -75,13 +75,10 @@ def test_sweep_resumes_after_a_failure_and_aggregates_mean_and_std(
         sweep.main(argv + ["MODEL.REFSEG.NMS_THRESH", "0.6"])
 
 
-def test_sweep_samples_unregistered_seeds_and_registers_them_for_train_net(
-    fake_train_net, tmp_path, monkeypatch
+def test_sweep_hands_every_run_the_users_datasets_and_overrides_but_samples_nothing(
+    fake_train_net, tmp_path
 ):
     script, calls = fake_train_net
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "data"))
-    register_under(tmp_path / "data")
-    make_coco_tree(str(tmp_path / "data"))
     commands = []
 
     def runner(cmd):
@@ -90,12 +87,18 @@ def test_sweep_samples_unregistered_seeds_and_registers_them_for_train_net(
 
     out = str(tmp_path / "sweep")
     sweep.main(["--config-file", COCO_FSOD, "--shots", "1", "--seeds", "33", "500",
-                "--output-dir", out, "--train-net", script], runner=runner)
-    assert "--register" not in commands[0]                 # seed 33: registered on import
-    i = commands[1].index("--register")
-    name, json_file = commands[1][i + 1 : i + 3]
-    assert name == "coco_fsod_train_novel_1shot_seed500" and os.path.isfile(json_file)
+                "--output-dir", out, "--train-net", script,
+                "--register", "my_test", "test.json", "images/", "--",
+                "MODEL.REFSEG.NMS_THRESH", "0.6"], runner=runner)
     assert calls.read_text().split() == ["1shot_seed33", "1shot_seed500"]
+    for cmd, seed in zip(commands, (33, 500)):
+        i = cmd.index("--register")
+        assert cmd[i : i + 4] == ["--register", "my_test", "test.json", "images/"]
+        assert cmd.count("--register") == 1          # seed 500 is resolved by train_net itself
+        assert "--" not in cmd
+        assert cmd[cmd.index("MODEL.REFSEG.NMS_THRESH") + 1] == "0.6"
+        refs = cmd[cmd.index("DATASETS.REFERENCE") + 1]
+        assert refs == "('coco_fsod_train_novel_1shot_seed{}',)".format(seed)
 
 
 def test_sweep_command_and_reference_names(tmp_path):

@@ -4,12 +4,11 @@ import os
 
 import pytest
 import torch
-import torch.nn as nn
 from common import register, tiny_cfg
 from detectron2.data import DatasetCatalog
 
-from refseg_d2 import RefSegCheckpointer, RefSegTargetMapper, RefSegTrainer, fill_memory
-from refseg_d2.modeling import proposal_cache
+from refseg_d2 import RefSegTargetMapper, RefSegTrainer, fill_memory, load_memory, save_memory
+from refseg_d2.modeling.proposals import cache as proposal_cache
 from refseg_d2.modeling.memory import MemoryBank
 
 
@@ -40,7 +39,7 @@ def _forbid_foundation_models(model):
     def boom(*args, **kwargs):
         raise AssertionError("SAM 2 / DINOv2 called on a cached image")
 
-    model.proposer.encode_image = boom
+    model.prompter.encode_image = boom
     model.encoder.forward = boom
 
 
@@ -107,20 +106,13 @@ def test_corrupt_cache_entry_is_discarded_and_recomputed(random_weights, synthet
     assert (model.cache.hits, model.cache.misses) == (4, 1)
 
 
-class _MemoryOnly(nn.Module):
-    def __init__(self, memory):
-        super().__init__()
-        self.memory = memory
-
-
 def test_memory_of_1203_classes_10_shots_vitl_is_under_100_mb(tmp_path):
     memory = MemoryBank(1024, {"name": "dinov2_vitl14", "input_size": 518, "dim": 1024})
     generator = torch.Generator().manual_seed(0)
     feats = [torch.randn(10, 1024, generator=generator) for _ in range(1203)]
     memory.set(list(range(1, 1204)), ["class_{}".format(i) for i in range(1203)], feats)
-    RefSegCheckpointer(_MemoryOnly(memory), save_dir=str(tmp_path)).save("lvis_memory")
-    size = os.path.getsize(str(tmp_path / "lvis_memory.pth"))
-    assert size < 100 * 2**20
-    reloaded = MemoryBank(1024, {"name": "dinov2_vitl14", "input_size": 518, "dim": 1024})
-    RefSegCheckpointer(_MemoryOnly(reloaded)).load(str(tmp_path / "lvis_memory.pth"))
+    path = save_memory(memory, str(tmp_path / "lvis_memory.pth"))
+    assert os.path.getsize(path) < 100 * 2**20
+    reloaded = load_memory(path, like=memory)
     assert torch.equal(reloaded.instance_features, memory.instance_features)
+    assert reloaded.class_names == memory.class_names

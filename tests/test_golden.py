@@ -30,7 +30,7 @@ from common import register, tiny_cfg
 from detectron2.data import DatasetCatalog
 
 from refseg_d2 import RefSegTargetMapper, RefSegTrainer, fill_memory
-from refseg_d2.data.synthetic import make_split
+from refseg_d2.testing.synthetic import make_split
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden_tiny_predictions.json")
 SCORE_TOL = 1e-5

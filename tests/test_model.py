@@ -90,15 +90,15 @@ def test_image_where_no_mask_survives_gives_empty_instances(random_weights, synt
 
 def test_prompt_count_not_divisible_by_batch_processes_every_prompt(model_and_cfg):
     model, _ = model_and_cfg
-    proposer = model.proposer
-    old = (proposer.pred_iou_thresh, proposer.points_per_batch)
+    prompter = model.prompter
+    old = (prompter.pred_iou_thresh, prompter.points_per_batch)
     try:
-        proposer.pred_iou_thresh, proposer.points_per_batch = -1.0, 7   # 64 prompts, 7 per batch
-        image = torch.rand(1, 3, proposer.input_size, proposer.input_size)
+        prompter.pred_iou_thresh, prompter.points_per_batch = -1.0, 7   # 64 prompts, 7 per batch
+        image = torch.rand(1, 3, prompter.input_size, prompter.input_size)
         with torch.no_grad():
-            logits, ious = proposer.propose(*proposer.encode_image(image))
+            logits, ious = prompter.decode_point_grid(*prompter.encode_image(image))
     finally:
-        proposer.pred_iou_thresh, proposer.points_per_batch = old
+        prompter.pred_iou_thresh, prompter.points_per_batch = old
     assert logits.shape[0] == ious.shape[0] == 64
 
 
@@ -135,3 +135,35 @@ def test_model_state_dict_holds_only_the_memory(model_and_cfg):
     assert keys == {"memory.instance_features", "memory.counts", "memory.class_ids"}
     assert model.memory.class_ids.tolist() == [3, 7, 12]
     assert model.memory.class_names == ["red_square", "green_disc", "blue_triangle"]
+
+
+def test_one_images_proposals_match_any_memory_as_forward_does(model_and_cfg, synthetic):
+    from refseg_d2 import build_memory
+
+    model, cfg = model_and_cfg
+    inputs = _targets(synthetic, cfg)[:2]
+    other, _ = build_memory(cfg, model, [register("model_box_refs", synthetic["refs_boxes"])])
+    own = model.memory
+    assert not torch.equal(other.prototypes(), own.prototypes())
+    with torch.no_grad():
+        proposals = model.compute_proposals(inputs)
+        for memory in (own, other):
+            previous = model.set_memory(memory)
+            try:
+                expected = [o["instances"] for o in model(inputs)]
+            finally:
+                model.set_memory(previous)
+            for inp, props, want in zip(inputs, proposals, expected):
+                got = model.match(props, memory, inp["height"], inp["width"])
+                assert torch.equal(got.pred_masks, want.pred_masks)
+                assert torch.equal(got.scores, want.scores)
+                assert torch.equal(got.pred_classes, want.pred_classes)
+    assert model.memory is own
+
+
+def test_a_memory_of_another_feature_size_is_refused(model_and_cfg):
+    from refseg_d2 import MemoryBank
+
+    model, _ = model_and_cfg
+    with pytest.raises(ValueError, match="768-d features"):
+        model.set_memory(MemoryBank(768, {"name": "dinov2_vitb14"}))

@@ -7,7 +7,8 @@ from detectron2.data import DatasetCatalog
 from PIL import Image
 
 from refseg_d2 import RefSegTargetMapper, fill_memory
-from refseg_d2.data.mappers import decode_segmentation, read_rgb
+from refseg_d2.utils.images import read_rgb
+from refseg_d2.utils.masks import decode_segmentation
 from refseg_d2.engine.memory_filling import dataset_classes
 from refseg_d2.predictor import RefSegPredictor
 
@@ -55,13 +56,22 @@ def test_reference_dataset_gives_the_memory_of_fill_memory(cfg, refs_name, from_
     assert [len(p) for p in from_dataset.provenance] == mem.counts.tolist()
 
 
-def test_references_given_as_arrays_match_the_dataset_references(cfg, refs_name, from_dataset):
+def test_references_given_as_arrays_match_the_dataset_references(cfg, refs_name, from_dataset,
+                                                                   monkeypatch):
     _, names = dataset_classes(refs_name)
     predictor = RefSegPredictor(cfg)
-    for d in DatasetCatalog.get(refs_name):
+    catalog = sorted(DatasetCatalog.list())
+    images = [np.asarray(read_rgb(d["file_name"])) for d in DatasetCatalog.get(refs_name)]
+
+    def no_file_reads(*args, **kwargs):
+        raise AssertionError("an array reference was written to or read from a file")
+
+    monkeypatch.setattr("refseg_d2.data.mappers.read_rgb", no_file_reads)
+    monkeypatch.setattr("PIL.Image.Image.save", no_file_reads)
+    for d, image in zip(DatasetCatalog.get(refs_name), images):
         masks, boxes, classes = reference_instances(d, names)
-        image = np.asarray(read_rgb(d["file_name"]))
         predictor.add_references(image, classes, masks=masks, boxes=boxes)
+    assert sorted(DatasetCatalog.list()) == catalog     # no temporary dataset either
     assert predictor.memory.class_ids.tolist() == list(range(1, len(names) + 1))
     for c, name in enumerate(from_dataset.class_names):
         mine = predictor.class_names.index(name)
@@ -88,12 +98,14 @@ def test_call_returns_the_instances_of_the_model(cfg, synthetic, from_dataset):
     with torch.no_grad():
         expected = from_dataset.model([RefSegTargetMapper(cfg)(d)])[0]["instances"]
     array = np.asarray(read_rgb(d["file_name"]))
-    assert_same_instances(from_dataset(array), expected)
-    assert_same_instances(from_dataset(d["file_name"]), expected)
-    assert_same_instances(from_dataset(Image.fromarray(array)), expected)
+    output = from_dataset(array)
+    assert sorted(output) == ["instances"]      # DefaultPredictor's output: a dict
+    assert_same_instances(output["instances"], expected)
+    assert_same_instances(from_dataset(d["file_name"])["instances"], expected)
+    assert_same_instances(from_dataset(Image.fromarray(array))["instances"], expected)
     from_dataset.input_format = "BGR"
     try:
-        assert_same_instances(from_dataset(array[:, :, ::-1]), expected)
+        assert_same_instances(from_dataset(array[:, :, ::-1])["instances"], expected)
     finally:
         from_dataset.input_format = "RGB"
 

@@ -115,10 +115,11 @@ def test_saved_memory_records_where_each_slot_comes_from(single_run, synthetic):
     from detectron2.data.datasets import load_coco_json
 
     from refseg_d2.data.reference_sources import reference_provenance
-    from refseg_d2.utils.memory_report import load_memory_file
+    from refseg_d2 import load_memory
 
     out, _, _ = single_run
-    memory, provenance = load_memory_file(os.path.join(str(out), "refseg_memory.pth"))
+    memory = load_memory(os.path.join(str(out), "refseg_memory.pth"))
+    provenance = memory.provenance
     assert [len(p) for p in provenance] == memory.counts.tolist()
     dicts = load_coco_json(*synthetic["refs"], dataset_name="e2e_refs_provenance")
     expected = reference_provenance(dicts, memory.num_classes, context_ratio=0.2)

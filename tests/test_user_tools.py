@@ -12,10 +12,11 @@ from detectron2.data import DatasetCatalog
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from PIL import Image
 
-from refseg_d2.data.mappers import decode_segmentation
 from refseg_d2.data.reference_sources import load_box_references, load_folder_references
+from refseg_d2.modeling.memory import load_memory
+from refseg_d2.modeling.memory.report import flag_outliers, leave_one_out
 from refseg_d2.predictor import RefSegPredictor
-from refseg_d2.utils.memory_report import flag_outliers, leave_one_out, load_memory_file
+from refseg_d2.utils.masks import decode_segmentation
 from refseg_d2.utils.visualization import coco_results_to_instances
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
@@ -28,7 +29,7 @@ CLASSES = ["red_square", "green_disc", "blue_triangle"]
 
 def weight_opts(random_weights):
     sam2, dinov2 = random_weights
-    return ["--opts", "MODEL.REFSEG.SAM2.WEIGHTS", sam2, "MODEL.REFSEG.ENCODER.WEIGHTS", dinov2]
+    return ["--", "MODEL.REFSEG.SAM2.WEIGHTS", sam2, "MODEL.REFSEG.ENCODER.WEIGHTS", dinov2]
 
 
 def load_json(*parts):
@@ -105,7 +106,7 @@ def test_demo_results_are_what_the_predictor_returns(demo_run, random_weights):
     results = load_json(out, demo.RESULTS_FILE)
     ids = predictor.memory.class_ids.tolist()
     for im in load_json(out, demo.IMAGE_INFO_FILE)["images"][:2]:
-        expected = instances_to_coco_json(predictor(im["file_name"]).to("cpu"), im["id"])
+        expected = instances_to_coco_json(predictor(im["file_name"])["instances"].to("cpu"), im["id"])
         got = [r for r in results if r["image_id"] == im["id"]]
         assert [r["category_id"] for r in got] == [ids[e["category_id"]] for e in expected]
         assert [r["segmentation"] for r in got] == [e["segmentation"] for e in expected]
@@ -115,7 +116,7 @@ def test_demo_results_are_what_the_predictor_returns(demo_run, random_weights):
 def test_demo_reuses_a_saved_memory_without_reading_references(demo_run, random_weights, synthetic,
                                                               tmp_path, monkeypatch):
     out, _ = demo_run
-    monkeypatch.setattr("refseg_d2.predictor.fill_memory", lambda *a, **k: pytest.fail("refilled"))
+    monkeypatch.setattr("refseg_d2.predictor.build_memory", lambda *a, **k: pytest.fail("refilled"))
     first = os.path.join(synthetic["targets"][1], sorted(os.listdir(synthetic["targets"][1]))[0])
     summary = demo.main([
         "--config-file", TINY_CONFIG, "--memory", os.path.join(out, "refseg_memory.pth"),
@@ -135,7 +136,8 @@ def test_demo_takes_folder_and_box_only_references(random_weights, synthetic, tm
         out = str(tmp_path / option.strip("-"))
         demo.main(["--config-file", TINY_CONFIG, option, source, "--input", first, "--output", out,
                    *weight_opts(random_weights)])
-        memory, provenance = load_memory_file(os.path.join(out, "refseg_memory.pth"))
+        memory = load_memory(os.path.join(out, "refseg_memory.pth"))
+        provenance = memory.provenance
         assert memory.class_names == sorted(CLASSES) and memory.class_ids.tolist() == [1, 2, 3]
         assert memory.counts.tolist() == [4, 4, 4]
         assert [len(p) for p in provenance] == [4, 4, 4]
@@ -181,7 +183,8 @@ def test_inspect_memory_reports_similarities_from_the_memory_and_a_crop_sheet(de
     out, _ = demo_run
     memory_file = os.path.join(out, "refseg_memory.pth")
     report = inspect_memory.main([memory_file, "--output", str(tmp_path)])
-    memory, provenance = load_memory_file(memory_file)
+    memory = load_memory(memory_file)
+    provenance = memory.provenance
     assert report == load_json(str(tmp_path), "report.json")
     assert [(c["id"], c["name"], c["shots"]) for c in report["classes"]] == list(
         zip([3, 7, 12], memory.class_names, memory.counts.tolist()))
@@ -205,7 +208,7 @@ def test_inspect_memory_rebuilds_crop_sources_from_the_reference_dataset(demo_ru
     with_sources = saved.pop("refseg_references")
     plain = str(tmp_path / "plain.pth")
     torch.save(saved, plain)
-    assert not any(load_memory_file(plain)[1])
+    assert not any(load_memory(plain).provenance)
     report = inspect_memory.main([plain, "--output", str(tmp_path / "r"),
                                   "--ref-coco", *synthetic["refs"]])
     for refs, records in zip(report["references"], with_sources):
@@ -236,7 +239,7 @@ def test_visualize_results_draws_ground_truth_next_to_the_model_predictions(
     dicts = DatasetCatalog.get(register("tools_targets", synthetic["targets"]))[:2]
     results, predictions = [], {}
     for d in dicts:
-        inst = predictor(d["file_name"]).to("cpu")
+        inst = predictor(d["file_name"])["instances"].to("cpu")
         predictions[d["image_id"]] = inst
         for r in instances_to_coco_json(inst, d["image_id"]):
             results.append(dict(r, category_id=[3, 7, 12][r["category_id"]]))

@@ -25,33 +25,27 @@ Progress is appended to ``<output>.partial`` after every image: an interrupted r
 stopped by ``--max-images``) resumes where it stopped.
 The output is written atomically once every image is done.
 """
-import argparse
 import json
 import logging
 import os
-import sys
 
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 from tqdm import tqdm
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from refseg_d2 import add_refseg_config  # noqa: E402
-from refseg_d2.data.datasets.common import (  # noqa: E402
-    atomic_write_json, file_signature, load_json,
-)
-from refseg_d2.data.mappers import pil_to_tensor, read_rgb, squash_resize  # noqa: E402
-from refseg_d2.evaluation import prepare_ground_truth  # noqa: E402
-from refseg_d2.modeling.ops import upsample_mask_logits  # noqa: E402
-from refseg_d2.modeling.sam2_proposals import SAM2Proposer, build_sam2_model  # noqa: E402
+from refseg_d2.data.datasets.common import atomic_write_json, file_signature, load_json
+from refseg_d2.data.ground_truth import prepare_ground_truth
+from refseg_d2.data.mappers import pil_to_tensor, squash_resize
+from refseg_d2.engine import build_cfg, register_datasets
+from refseg_d2.engine.defaults import refseg_tool_parser
+from refseg_d2.modeling.ops import upsample_mask_logits
+from refseg_d2.modeling.proposals import SAM2Prompter, build_sam2_model
+from refseg_d2.utils.images import read_rgb
 
 logger = logging.getLogger("refseg_d2.add_sam2_masks")
 
@@ -59,8 +53,7 @@ MASK_FORMATS = ("polygon", "rle")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config-file", required=True, help="its MODEL.REFSEG.SAM2 keys select SAM 2")
+    p = refseg_tool_parser(__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help="COCO-format JSON file")
     src.add_argument("--dataset", help="a registered dataset: its json_file and image_root")
@@ -71,7 +64,6 @@ def parse_args(argv=None):
                    help="polygon: the authors' external contours (default); rle: exact masks")
     p.add_argument("--box-batch", type=int, default=64, help="box prompts decoded together")
     p.add_argument("--max-images", type=int, default=0, help="stop after N images (resume later)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p.parse_args(argv)
 
 
@@ -100,19 +92,20 @@ def resolve_source(args):
     return json_file, image_root, output
 
 
-def build_proposer(cfg):
+def build_prompter(cfg):
+    """SAM 2 as ``MODEL.REFSEG.SAM2.*`` selects it, on MODEL.DEVICE."""
     r = cfg.MODEL.REFSEG
     sam = build_sam2_model(r.SAM2.CONFIG, r.SAM2.WEIGHTS, r.SAM2.INPUT_SIZE, r.RANDOM_INIT,
                            r.RANDOM_INIT_SEED)
-    proposer = SAM2Proposer(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH)
-    return proposer.to(cfg.MODEL.DEVICE).eval()
+    prompter = SAM2Prompter(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH)
+    return prompter.to(cfg.MODEL.DEVICE).eval()
 
 
 def needs_mask(ann, overwrite):
     return overwrite or not ann.get("segmentation")
 
 
-def image_masks(proposer, image, boxes_xywh, box_batch, upsample_chunk):
+def image_masks(prompter, image, boxes_xywh, box_batch, upsample_chunk):
     """
     Args:
         image: RGB PIL image at the annotations' size (W, H).
@@ -121,17 +114,17 @@ def image_masks(proposer, image, boxes_xywh, box_batch, upsample_chunk):
         (R, H, W) bool masks.
     """
     width, height = image.size
-    size = proposer.input_size
-    device = proposer.grid.device
+    size = prompter.input_size
+    device = prompter.grid.device
     sam_image = pil_to_tensor(squash_resize(image, size)).to(device).to(torch.float32)[None] / 255.0
     boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in boxes_xywh], dtype=torch.float32)
     boxes = boxes.to(device) * torch.tensor([size / width, size / height] * 2, device=device)
     with torch.no_grad():
-        embedding, high_res = proposer.encode_image(sam_image)
+        embedding, high_res = prompter.encode_image(sam_image)
         out = []
         for start in range(0, len(boxes), box_batch):
             chunk = boxes[start : start + box_batch]
-            logits = proposer.masks_from_boxes(embedding, high_res, chunk)
+            logits = prompter.decode_boxes(embedding, high_res, chunk)
             out.append(upsample_mask_logits(logits, (height, width), upsample_chunk).cpu())
     return torch.cat(out).numpy()
 
@@ -194,7 +187,7 @@ def read_progress(path, header):
     return done
 
 
-def add_sam2_masks(data, image_root, proposer, progress_path, header, overwrite=False,
+def add_sam2_masks(data, image_root, prompter, progress_path, header, overwrite=False,
                    box_batch=64, upsample_chunk=64, max_images=0, mask_format="polygon"):
     """
     Fill the masks of ``data`` (a COCO dict, changed in place) image by image, recording each
@@ -222,7 +215,7 @@ def add_sam2_masks(data, image_root, proposer, progress_path, header, overwrite=
                 image = image.resize(size, Image.BICUBIC)
             indices = per_image[image_id]
             boxes = [data["annotations"][k]["bbox"] for k in indices]
-            masks = image_masks(proposer, image, boxes, box_batch, upsample_chunk)
+            masks = image_masks(prompter, image, boxes, box_batch, upsample_chunk)
             record = {}
             for k, mask, box in zip(indices, masks, boxes):
                 record[str(k)] = list(encode_mask(mask, box, mask_format))
@@ -242,10 +235,8 @@ def add_sam2_masks(data, image_root, proposer, progress_path, header, overwrite=
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="refseg_d2")
-    cfg = get_cfg()
-    add_refseg_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    register_datasets(args.register)
+    cfg = build_cfg(args.config_file, args.opts)
     json_file, image_root, output = resolve_source(args)
     data = load_json(json_file, "--input")
     r = cfg.MODEL.REFSEG
@@ -258,7 +249,7 @@ def main(argv=None):
     }
     progress_path = output + ".partial"
     stats = add_sam2_masks(
-        data, image_root, build_proposer(cfg), progress_path, header, args.overwrite,
+        data, image_root, build_prompter(cfg), progress_path, header, args.overwrite,
         args.box_batch, r.UPSAMPLE_CHUNK, args.max_images, args.mask_format,
     )
     if stats["remaining"]:

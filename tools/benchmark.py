@@ -11,54 +11,41 @@ Without datasets in the config it benchmarks the synthetic demo data. ``--sweep 
 measures what the proposal cache buys a seed sweep: K runs (memory filling + inference) with
 different reference subsets and the cache on, against one uncached run; it reports the ratio.
 """
-import argparse
 import json
 import logging
 import os
 import random
 import resource
-import sys
 import time
 from collections import OrderedDict, defaultdict
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from refseg_d2 import RefSegTargetMapper, RefSegTrainer, add_refseg_config, fill_memory  # noqa: E402
-from refseg_d2.data.synthetic import make_demo_dataset  # noqa: E402
+from refseg_d2 import RefSegTargetMapper, RefSegTrainer, fill_memory
+from refseg_d2.engine import build_cfg, register_datasets
+from refseg_d2.engine.defaults import refseg_tool_parser
+from refseg_d2.testing import make_demo_dataset
 
 logger = logging.getLogger("refseg_d2.benchmark")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config-file", required=True)
+    p = refseg_tool_parser(__doc__)
     p.add_argument("--num-images", type=int, default=10, help="target images to time")
     p.add_argument("--warmup", type=int, default=1, help="untimed images first")
-    p.add_argument("--register", nargs=3, action="append", metavar=("NAME", "JSON", "IMAGE_ROOT"))
     p.add_argument("--sweep", type=int, default=0, help="also time a K-seed sweep with the cache")
     p.add_argument("--shots", type=int, default=1, help="references per class in sweep runs")
     p.add_argument("--output", default="output/benchmark", help="folder of the JSON and caches")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p.parse_args(argv)
 
 
-def build_cfg(args):
-    cfg = get_cfg()
-    add_refseg_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.OUTPUT_DIR = args.output
-    for name, json_file, root in args.register or []:
-        if name not in DatasetCatalog.list():
-            register_coco_instances(name, {}, json_file, root)
+def benchmark_cfg(args):
+    register_datasets(args.register)
+    cfg = build_cfg(args.config_file, args.opts, output_dir=args.output)
     if not cfg.DATASETS.TEST:
         data = make_demo_dataset(os.path.join(args.output, "data"))
         for name, split in (("bench_refs", data["refs"]), ("bench_targets", data["targets"])):
@@ -174,7 +161,7 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     setup_logger(name="refseg_d2")
-    cfg = build_cfg(args)
+    cfg = benchmark_cfg(args)
     device = cfg.MODEL.DEVICE
     logger.info("Benchmarking %s on %s (%s)", args.config_file, cfg.DATASETS.TEST[0], device)
 

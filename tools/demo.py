@@ -6,7 +6,7 @@ file for the run.
 
     python tools/demo.py --config-file configs/refseg_sam2l_dinov2l.yaml \
         --ref-folder my_refs/ --input photos/ "more/*.jpg" --output output/my_demo \
-        --opts MODEL.DEVICE cpu
+        -- MODEL.DEVICE cpu
     python tools/demo.py --config-file configs/refseg_sam2l_dinov2l.yaml \
         --memory output/my_demo/refseg_memory.pth --input new_photos/ --output output/more
 
@@ -17,35 +17,27 @@ references is saved to OUTPUT/refseg_memory.pth; --memory reuses one without any
 
 Outputs in --output: vis/<image>.png (predictions with a score >= --score-thresh),
 coco_instances_results.json (every detection, COCO results format), image_info.json (the
-images and categories those results refer to), summary.json.
+images and categories those results refer to), summary.json. Config overrides KEY VALUE come
+last, after ``--`` when they follow ``--input`` (as in every refseg_d2 tool).
 """
-import argparse
 import glob
 import json
 import logging
 import os
-import sys
 import time
 from collections import Counter
 
-from detectron2.config import get_cfg
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 from tqdm import tqdm
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from refseg_d2 import add_refseg_config  # noqa: E402
-from refseg_d2.data.mappers import read_rgb  # noqa: E402
-from refseg_d2.data.reference_sources import (  # noqa: E402
-    add_reference_arguments,
-    is_image_file,
-    register_from_args,
-)
-from refseg_d2.predictor import RefSegPredictor  # noqa: E402
-from refseg_d2.utils.visualization import draw_predictions, output_path  # noqa: E402
+from refseg_d2.data.reference_sources import add_reference_arguments, register_from_args
+from refseg_d2.engine import build_cfg, register_datasets
+from refseg_d2.engine.defaults import refseg_tool_parser
+from refseg_d2.predictor import RefSegPredictor
+from refseg_d2.utils.images import is_image_file, read_rgb
+from refseg_d2.utils.visualization import draw_predictions, output_path
 
 logger = logging.getLogger("refseg_d2.demo")
 
@@ -55,8 +47,7 @@ MEMORY_NAME = "refseg_memory"
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config-file", required=True, metavar="FILE")
+    p = refseg_tool_parser(__doc__)
     add_reference_arguments(p)
     p.add_argument("--memory", metavar="PTH", help="a saved memory (no reference image is read)")
     p.add_argument("--input", nargs="+", required=True,
@@ -64,8 +55,6 @@ def get_parser():
     p.add_argument("--output", default="output/demo", help="output folder")
     p.add_argument("--score-thresh", type=float, default=0.5,
                    help="minimum score of the visualised (and counted) detections")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                   help="config overrides KEY VALUE ... (last option, as in Detectron2's demo)")
     return p
 
 
@@ -88,11 +77,8 @@ def collect_inputs(specs):
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_refseg_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.OUTPUT_DIR = args.output
+    register_datasets(args.register)
+    cfg = build_cfg(args.config_file, args.opts, output_dir=args.output)
     cfg.freeze()
     return cfg
 
@@ -136,7 +122,7 @@ def segment(predictor, files, out_dir, score_thresh, apply_exif=False):
     for image_id, file_name in enumerate(bar, start=1):
         image = read_rgb(file_name, apply_exif)
         start = time.perf_counter()
-        instances = predictor(image).to("cpu")
+        instances = predictor(image)["instances"].to("cpu")
         seconds = time.perf_counter() - start
         dets = instances_to_coco_json(instances, image_id)
         for det in dets:

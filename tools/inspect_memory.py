@@ -17,25 +17,18 @@ import argparse
 import json
 import logging
 import os
-import sys
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from refseg_d2.data.reference_sources import (  # noqa: E402
+from refseg_d2.data.reference_sources import (
     add_reference_arguments,
     reference_provenance,
     register_from_args,
 )
-from refseg_d2.utils.memory_report import (  # noqa: E402
-    build_report,
-    format_report,
-    load_memory_file,
-)
-from refseg_d2.utils.visualization import reference_crop_sheet  # noqa: E402
+from refseg_d2.modeling.memory import load_memory
+from refseg_d2.modeling.memory.report import build_report, format_report
+from refseg_d2.utils.visualization import reference_crop_sheet
 
 logger = logging.getLogger("refseg_d2.inspect_memory")
 
@@ -85,7 +78,8 @@ def main(argv=None):
     out = args.output or os.path.splitext(args.memory)[0] + "_report"
     os.makedirs(out, exist_ok=True)
     setup_logger(output=out, name="refseg_d2")
-    memory, provenance = load_memory_file(args.memory)
+    memory = load_memory(args.memory)
+    provenance = memory.provenance
     if args.ref_coco or args.ref_boxes or args.ref_folder:
         provenance = provenance_from_source(args, memory)
     elif not any(provenance):

@@ -13,20 +13,18 @@ import os
 import sys
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from refseg_d2 import RefSegTargetMapper, RefSegTrainer
+from refseg_d2.engine import build_cfg
+from refseg_d2.testing import make_demo_dataset, write_random_checkpoints
+from refseg_d2.utils.images import read_rgb
 
-from refseg_d2 import RefSegTargetMapper, RefSegTrainer, add_refseg_config  # noqa: E402
-from refseg_d2.data.mappers import read_rgb  # noqa: E402
-from refseg_d2.data.synthetic import make_demo_dataset  # noqa: E402
-from refseg_d2.modeling.random_weights import write_random_checkpoints  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BANNER = "#" * 78
 
@@ -41,11 +39,9 @@ def parse_args():
     return p.parse_args()
 
 
-def build_cfg(args):
-    cfg = get_cfg()
-    add_refseg_config(cfg)
+def demo_cfg(args):
     name = "refseg_demo_random.yaml" if args.weights == "random" else "refseg_demo.yaml"
-    cfg.merge_from_file(os.path.join(REPO, "configs", "demo", name))
+    cfg = build_cfg(os.path.join(REPO, "configs", "demo", name))
     if args.output:
         cfg.OUTPUT_DIR = args.output
     cfg.MODEL.DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -90,7 +86,7 @@ def visualise(cfg, model, dataset_name, out_dir, score_thresh):
 
 def main():
     args = parse_args()
-    cfg = build_cfg(args)
+    cfg = demo_cfg(args)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     setup_logger(output=cfg.OUTPUT_DIR)
     logger = setup_logger(output=cfg.OUTPUT_DIR, name="refseg_d2")

@@ -9,9 +9,10 @@ run_experiments.py and aggregate_seeds.py).
 
 Each run is ``tools/train_net.py --eval-only`` in ``OUTPUT_DIR/<K>shot_seed<S>/`` (``<K>shot``
 without seeds, e.g. CD-FSOD), with the shot count and seed substituted into the config's
-DATASETS.REFERENCE names (``..._10shot_seed33`` -> ``..._<K>shot_seed<S>``). A sampled set whose
-seed or shot count is not registered on import is sampled here and given to train_net with
-``--register``. Runs go one after another; a run whose ``metrics.json`` exists is skipped, so an
+DATASETS.REFERENCE names (``..._10shot_seed33`` -> ``..._<K>shot_seed<S>``); train_net registers
+any seed of a benchmark's reference sets by its name. ``--register NAME JSON IMAGE_ROOT`` and
+the positional config overrides are handed to every run, as train_net takes them.
+Runs go one after another; a run whose ``metrics.json`` exists is skipped, so an
 interrupted sweep resumes where it stopped when the same command is run again. What is reused:
 the SAM 2 / DINOv2 proposals of the test images, cached once for all runs
 (``OUTPUT_DIR/proposal_cache``, the proposal cache of the README; ``--no-proposal-cache`` turns it
@@ -22,7 +23,6 @@ Results: ``OUTPUT_DIR/results.md`` (mean +- sample standard deviation over seeds
 then every seed, per metric) and ``OUTPUT_DIR/results.csv`` (also n and the 95% confidence
 interval 1.96 std / sqrt(n) that FsDet reports). ``--aggregate-only`` only rebuilds them.
 """
-import argparse
 import csv
 import json
 import logging
@@ -35,8 +35,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from refseg_d2.engine import build_cfg, refseg_argument_parser
+from refseg_d2.engine.defaults import config_overrides
+
+TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 
 logger = logging.getLogger("refseg_d2.sweep")
 
@@ -48,18 +50,18 @@ _SEED = re.compile(r"(?<=_)seed\d+(?=_|$)")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config-file", required=True)
+    p = refseg_argument_parser(description=__doc__)
     p.add_argument("--shots", type=int, nargs="+", required=True)
     p.add_argument("--seeds", type=int, nargs="*", default=[], help="none: names without seed")
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--num-gpus", type=int, default=1)
     p.add_argument("--no-proposal-cache", action="store_true")
     p.add_argument("--metrics", nargs="+", help="task/metric keys, or 'all' (default: main ones)")
     p.add_argument("--aggregate-only", action="store_true")
-    p.add_argument("--train-net", default=os.path.join(REPO, "tools", "train_net.py"))
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return p.parse_args(argv)
+    p.add_argument("--train-net", default=TRAIN_NET)
+    args = p.parse_args(argv)
+    if not args.config_file:
+        p.error("--config-file is required")
+    return args
 
 
 def reference_names(names, shots, seed):
@@ -85,43 +87,16 @@ def run_name(shots, seed):
 
 
 def load_config(args):
-    from detectron2.config import get_cfg
-
-    from refseg_d2 import add_refseg_config
-
-    cfg = get_cfg()
-    add_refseg_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    return cfg
+    return build_cfg(args.config_file, args.opts)
 
 
 def plan_runs(args, references):
-    """
-    [(shots, seed, run folder, reference names, extra train_net arguments)]. Sampled reference
-    sets whose seed or shot count is not registered on import are sampled here and handed to
-    train_net with ``--register``.
-    """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    from refseg_d2.data.datasets import register_reference_dataset
-
-    registered = set(DatasetCatalog.list())
+    """[(shots, seed, run folder, reference names)] of the sweep."""
     runs = []
     for k in args.shots:
         for seed in args.seeds or [None]:
             names = reference_names(references, k, seed)
-            run_dir = os.path.join(args.output_dir, run_name(k, seed))
-            done = os.path.isfile(os.path.join(run_dir, "metrics.json"))
-            extra = []
-            for name in names:
-                if name in registered or done:
-                    continue
-                register_reference_dataset(name)
-                DatasetCatalog.get(name)   # samples and writes its COCO file
-                meta = MetadataCatalog.get(name)
-                extra += ["--register", name, meta.json_file, meta.image_root]
-            runs.append((k, seed, run_dir, names, extra))
+            runs.append((k, seed, os.path.join(args.output_dir, run_name(k, seed)), names))
     return runs
 
 
@@ -130,6 +105,7 @@ def check_manifest(args):
     manifest = {
         "config_file": os.path.abspath(args.config_file),
         "opts": list(args.opts),
+        "register": [list(r) for r in args.register],
         "proposal_cache": not args.no_proposal_cache,
     }
     path = os.path.join(args.output_dir, "sweep.json")
@@ -148,12 +124,15 @@ def check_manifest(args):
         json.dump(manifest, f, indent=2)
 
 
-def train_net_command(args, run_dir, names, extra=()):
+def train_net_command(args, run_dir, names):
     cmd = [sys.executable, args.train_net, "--config-file", args.config_file, "--eval-only",
-           "--num-gpus", str(args.num_gpus)] + list(extra)
+           "--num-gpus", str(args.num_gpus)]
+    for entry in args.register:
+        cmd += ["--register"] + list(entry)
     if args.num_gpus > 1:
         cmd += ["--dist-url", "auto"]
-    cmd += list(args.opts) + ["DATASETS.REFERENCE", repr(tuple(names)), "OUTPUT_DIR", run_dir]
+    opts = config_overrides(args.opts)
+    cmd += opts + ["DATASETS.REFERENCE", repr(tuple(names)), "OUTPUT_DIR", run_dir]
     if not args.no_proposal_cache:
         cache = os.path.join(args.output_dir, "proposal_cache")
         cmd += ["MODEL.REFSEG.CACHE.ENABLED", "True", "MODEL.REFSEG.CACHE.DIR", cache]
@@ -162,12 +141,12 @@ def train_net_command(args, run_dir, names, extra=()):
 
 def run_all(args, runs, runner=subprocess.call):
     """Run what is missing, in order; stop at the first failure (rerun to resume)."""
-    for k, seed, run_dir, names, extra in runs:
+    for k, seed, run_dir, names in runs:
         if os.path.isfile(os.path.join(run_dir, "metrics.json")):
             logger.info("%s: done, skipped", run_dir)
             continue
         logger.info("%s: references %s", run_dir, names)
-        rc = runner(train_net_command(args, run_dir, names, extra))
+        rc = runner(train_net_command(args, run_dir, names))
         if rc != 0 or not os.path.isfile(os.path.join(run_dir, "metrics.json")):
             raise RuntimeError(
                 "Run {} failed (exit status {}; its log: {}). Finished runs are kept: run the "
@@ -189,7 +168,7 @@ def flatten(results):
 def collect(runs):
     """{shots: OrderedDict(seed: flat metrics)} of the finished runs."""
     table = OrderedDict()
-    for k, seed, run_dir, _, _ in runs:
+    for k, seed, run_dir, _ in runs:
         path = os.path.join(run_dir, "metrics.json")
         if not os.path.isfile(path):
             logger.warning("%s has no metrics.json: left out of the table", run_dir)

@@ -7,54 +7,33 @@ memory from DATASETS.REFERENCE when nothing was loaded (and save it), then evalu
 DATASETS.TEST. Without --eval-only the "training" is the memory filling: the memory is always
 rebuilt from the references, saved, then evaluated.
 
-    python tools/train_net.py --config-file configs/coco/refseg_sam2l_dinov2l.yaml --eval-only \
-        --register my_refs refs.json ref_images/ --register my_test test.json test_images/ \
+    python tools/train_net.py --config-file configs/refseg_sam2l_dinov2l.yaml --eval-only \\
+        --register my_refs refs.json ref_images/ --register my_test test.json test_images/ \\
         DATASETS.REFERENCE '("my_refs",)' DATASETS.TEST '("my_test",)'
 """
 import json
 import logging
 import os
 
-from detectron2.config import get_cfg
-from detectron2.data.datasets import register_coco_instances
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
-from detectron2.utils.logger import setup_logger
 
-from refseg_d2 import RefSegCheckpointer, RefSegTrainer, add_refseg_config, ensure_memory
+from refseg_d2 import RefSegCheckpointer, RefSegTrainer, ensure_memory
+from refseg_d2.engine import refseg_argument_parser, setup
 
-
-def register_datasets(entries):
-    """Register (name, json_file, image_root) triples as COCO-format instance datasets."""
-    from detectron2.data import DatasetCatalog
-
-    for name, json_file, image_root in entries or []:
-        if name not in DatasetCatalog.list():
-            register_coco_instances(name, {}, json_file, image_root)
-
-
-def setup(args):
-    cfg = get_cfg()
-    add_refseg_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="refseg_d2")
-    return cfg
+logger = logging.getLogger("refseg_d2")
 
 
 def main(args):
-    register_datasets(args.register)
     cfg = setup(args)
     model = RefSegTrainer.build_model(cfg)
     RefSegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
         cfg.MODEL.WEIGHTS, resume=args.resume
     )
     if not args.eval_only:
-        logging.getLogger("refseg_d2").info("Training-free model: 'training' = filling the memory")
+        logger.info("Training-free model: 'training' = filling the memory")
         ensure_memory(cfg, model, force=True)
     res = RefSegTrainer.test(cfg, model)
     if comm.is_main_process():
@@ -68,19 +47,11 @@ def write_metrics(cfg, results):
     path = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
     with PathManager.open(path, "w") as f:
         json.dump(results, f, indent=2)
-    logging.getLogger("refseg_d2").info("Metrics written to %s", path)
+    logger.info("Metrics written to %s", path)
 
 
 def get_parser():
-    parser = default_argument_parser()
-    parser.add_argument(
-        "--register",
-        nargs=3,
-        action="append",
-        metavar=("NAME", "JSON", "IMAGE_ROOT"),
-        help="register a COCO-format dataset before the run (repeatable)",
-    )
-    return parser
+    return refseg_argument_parser(description=__doc__)
 
 
 def invoke_main() -> None:

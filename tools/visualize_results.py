@@ -14,20 +14,16 @@ The results file is what tools/train_net.py (COCOEvaluator) or tools/demo.py wri
 import argparse
 import logging
 import os
-import sys
 from collections import defaultdict
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from refseg_d2.data.mappers import read_rgb  # noqa: E402
-from refseg_d2.data.reference_sources import register_reference_source  # noqa: E402
-from refseg_d2.utils.files import read_json  # noqa: E402
-from refseg_d2.utils.visualization import (  # noqa: E402
+from refseg_d2.data.reference_sources import register_reference_source
+from refseg_d2.utils.files import read_json
+from refseg_d2.utils.images import read_rgb
+from refseg_d2.utils.visualization import (
     coco_results_to_instances,
     draw_ground_truth,
     draw_predictions,

@@ -9,31 +9,15 @@ import copy
 import logging
 
 import numpy as np
-import pycocotools.mask as mask_util
 import torch
 from detectron2.config import configurable
-from detectron2.data.detection_utils import polygons_to_bitmask
 from detectron2.structures import BoxMode, Boxes, Instances
-from PIL import Image, ImageOps
+from PIL import Image
+
+from ..utils.images import read_rgb
+from ..utils.masks import decode_segmentation
 
 logger = logging.getLogger(__name__)
-
-
-def read_rgb(file_name, apply_exif=False):
-    """
-    Read an image as RGB PIL. Errors name the file.
-    """
-    try:
-        with open(file_name, "rb") as f:
-            image = Image.open(f)
-            image.load()
-    except FileNotFoundError as e:
-        raise FileNotFoundError("Image file not found: {}".format(file_name)) from e
-    except Exception as e:
-        raise IOError("Cannot read image {}: {}".format(file_name, e)) from e
-    if apply_exif:
-        image = ImageOps.exif_transpose(image)
-    return image.convert("RGB")
 
 
 def pil_to_tensor(image):
@@ -51,7 +35,8 @@ class RefSegTargetMapper:
     Maps a dataset dict to the model input of a target image: "image" is the image squashed
     to S x S (S = MODEL.REFSEG.SAM2.INPUT_SIZE, PIL bicubic) as a (3, S, S) uint8 tensor;
     "height"/"width" keep the original size (from the dataset dict, as the reference takes
-    it from the JSON). Annotations are dropped.
+    it from the JSON). Annotations are dropped. An image already in memory (a PIL image) can be
+    given instead of reading ``file_name``.
     """
 
     @configurable
@@ -67,9 +52,15 @@ class RefSegTargetMapper:
             "apply_exif": cfg.MODEL.REFSEG.INPUT.APPLY_EXIF,
         }
 
-    def __call__(self, dataset_dict):
+    def __call__(self, dataset_dict, image=None):
+        """
+        Args:
+            dataset_dict (dict): with "file_name" (read unless ``image`` is given) and
+                optionally "height", "width".
+            image (PIL.Image or None): the image itself (converted to RGB).
+        """
         d = copy.copy(dataset_dict)
-        image = read_rgb(d["file_name"], self.apply_exif)
+        image = read_rgb(d["file_name"], self.apply_exif) if image is None else image.convert("RGB")
         d.setdefault("width", image.width)
         d.setdefault("height", image.height)
         d["image"] = pil_to_tensor(squash_resize(image, self.input_size))
@@ -78,7 +69,7 @@ class RefSegTargetMapper:
         return d
 
 
-def context_crop_window(bbox_xywh, width, height, context_ratio):
+def context_crop_window(box_xywh, width, height, context_ratio):
     """
     The reference crop around a box, computed exactly as the reference does (Python floats,
     ``int()`` truncation): the box corners are truncated to ints, the crop is a square of side
@@ -87,7 +78,7 @@ def context_crop_window(bbox_xywh, width, height, context_ratio):
     Returns:
         (x0, y0, x1, y1) ints, the crop is image[y0:y1, x0:x1].
     """
-    x, y, w, h = (float(v) for v in bbox_xywh)
+    x, y, w, h = (float(v) for v in box_xywh)
     bx0, by0, bx1, by1 = int(x), int(y), int(x + w), int(y + h)
     cx, cy = (bx0 + bx1) * 0.5, (by0 + by1) * 0.5
     side = max(bx1 - bx0, by1 - by0) * (1.0 + context_ratio)
@@ -99,30 +90,13 @@ def context_crop_window(bbox_xywh, width, height, context_ratio):
     )
 
 
-def decode_segmentation(segm, height, width):
-    """
-    A COCO segmentation (polygons, RLE or uncompressed RLE) as an (H, W) bool array, or None
-    when the annotation has none (box-only).
-    """
-    if segm is None or (isinstance(segm, list) and len(segm) == 0):
-        return None
-    if isinstance(segm, list):
-        return polygons_to_bitmask(segm, height, width)
-    if isinstance(segm, dict):
-        if isinstance(segm.get("counts"), list):
-            segm = mask_util.frPyObjects(segm, height, width)
-        return mask_util.decode(segm).astype(bool)
-    if isinstance(segm, np.ndarray):
-        return segm.astype(bool)
-    raise ValueError("Unknown segmentation type {}".format(type(segm)))
-
-
 class RefSegReferenceMapper:
     """
     Maps a reference dataset dict to the input of ``RefSeg.encode_references``: the image at
     its original size and, per non-crowd annotation, its mask (or the box rectangle for a
     box-only annotation, flagged has_mask=False), box and crop window. "sam_image" (the image
-    squashed to the SAM 2 input) is added when an annotation has no mask.
+    squashed to the SAM 2 input) is added when an annotation has no mask. An image already in
+    memory (a PIL image) can be given instead of reading ``file_name``.
     """
 
     @configurable
@@ -139,10 +113,17 @@ class RefSegReferenceMapper:
             "apply_exif": cfg.MODEL.REFSEG.INPUT.APPLY_EXIF,
         }
 
-    def __call__(self, dataset_dict):
+    def __call__(self, dataset_dict, image=None):
+        """
+        Args:
+            dataset_dict (dict): "file_name" (read unless ``image`` is given, named in
+                messages), optionally "height", "width", and "annotations" (COCO-style, with
+                "bbox", "bbox_mode", "category_id" and optionally "segmentation").
+            image (PIL.Image or None): the image itself (converted to RGB).
+        """
         d = dataset_dict
-        file_name = d["file_name"]
-        image = read_rgb(file_name, self.apply_exif)
+        file_name = d.get("file_name")
+        image = read_rgb(file_name, self.apply_exif) if image is None else image.convert("RGB")
         width, height = int(d.get("width", image.width)), int(d.get("height", image.height))
         if image.size != (width, height):
             logger.warning(
@@ -155,7 +136,7 @@ class RefSegReferenceMapper:
         for i, ann in enumerate(d.get("annotations", [])):
             if ann.get("iscrowd", 0):
                 continue
-            bbox = _bbox_xywh(ann)
+            bbox = bbox_xywh(ann)
             window = context_crop_window(bbox, width, height, self.context_ratio)
             if window[2] <= window[0] or window[3] <= window[1]:
                 logger.warning(
@@ -198,6 +179,7 @@ class RefSegReferenceMapper:
         return out
 
 
-def _bbox_xywh(ann):
+def bbox_xywh(ann):
+    """The box of a dataset-dict annotation as [x, y, w, h] floats (any ``bbox_mode``)."""
     mode = ann.get("bbox_mode", BoxMode.XYWH_ABS)
     return [float(v) for v in BoxMode.convert(list(ann["bbox"]), mode, BoxMode.XYWH_ABS)]

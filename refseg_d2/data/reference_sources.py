@@ -32,42 +32,17 @@ import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import BoxMode
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ..utils.files import read_json
-from .mappers import context_crop_window, decode_segmentation
+from ..utils.images import image_size, is_image_file
+from ..utils.masks import decode_segmentation, encode_mask
+from .mappers import bbox_xywh, context_crop_window
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIX = "_mask"
 SOURCE_KINDS = ("coco", "boxes", "folder")
-# Key of the per-slot provenance (see reference_provenance) in a saved memory file.
-PROVENANCE_KEY = "refseg_references"
-
-
-def is_image_file(path):
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-
-
-def image_size(file_name, apply_exif=False):
-    """(width, height) of an image file from its header, after EXIF orientation if asked."""
-    try:
-        with Image.open(file_name) as image:
-            if apply_exif:
-                return ImageOps.exif_transpose(image).size
-            return image.size
-    except FileNotFoundError as e:
-        raise FileNotFoundError("Image file not found: {}".format(file_name)) from e
-    except Exception as e:
-        raise IOError("Cannot read image {}: {}".format(file_name, e)) from e
-
-
-def encode_mask(mask):
-    """(H, W) bool array -> COCO RLE with a str "counts" (JSON- and torch.load-safe)."""
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def mask_annotation(mask, category_id):
@@ -259,11 +234,6 @@ def register_from_args(args, name):
     return None
 
 
-def _xywh(ann):
-    mode = ann.get("bbox_mode", BoxMode.XYWH_ABS)
-    return [float(v) for v in BoxMode.convert(list(ann["bbox"]), mode, BoxMode.XYWH_ABS)]
-
-
 def shot_provenance(dataset_dict, ann_index, crop_window, height, width):
     """
     Where one memory slot comes from.
@@ -276,7 +246,7 @@ def shot_provenance(dataset_dict, ann_index, crop_window, height, width):
         RLE at the image size with str counts; None for a box-only reference).
     """
     ann = dataset_dict["annotations"][ann_index]
-    x, y, w, h = _xywh(ann)
+    x, y, w, h = bbox_xywh(ann)
     mask = decode_segmentation(ann.get("segmentation"), height, width)
     return {
         "file_name": dataset_dict["file_name"],
@@ -309,7 +279,7 @@ def reference_provenance(dicts, num_classes, context_ratio, apply_exif=False):
         for i, ann in enumerate(d["annotations"]):
             if ann.get("iscrowd", 0):
                 continue
-            window = context_crop_window(_xywh(ann), width, height, context_ratio)
+            window = context_crop_window(bbox_xywh(ann), width, height, context_ratio)
             if window[2] <= window[0] or window[3] <= window[1]:
                 continue
             per_class[ann["category_id"]].append(shot_provenance(d, i, window, height, width))

@@ -1,3 +1,4 @@
+from .defaults import build_cfg, refseg_argument_parser, register_datasets, setup
 from .hooks import MemoryBankHook
-from .memory_filling import check_memory_matches, ensure_memory, fill_memory
+from .memory_filling import build_memory, check_memory_matches, ensure_memory, fill_memory
 from .trainer import RefSegTrainer

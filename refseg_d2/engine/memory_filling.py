@@ -1,24 +1,25 @@
 """
-Filling the memory bank from registered reference datasets.
+Building memory banks from registered reference datasets.
 
 Every non-crowd annotation of the reference dataset(s) is one shot of its category. The
-references are sharded over processes (Detectron2's InferenceSampler), encoded, gathered and
-written in dataset order, so every process holds the identical memory whatever the number of
-processes.
+references are sharded over processes (Detectron2's InferenceSampler), encoded by the model's
+reference encoder into :class:`ReferenceRecord` s, gathered and put in dataset order, so every
+process builds the identical :class:`MemoryBank` whatever the number of processes.
 """
 import logging
 import os
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.utils import comm
 from tqdm import tqdm
 
-from ..checkpoint import RefSegCheckpointer
+from ..data.datasets import resolve_datasets
 from ..data.mappers import RefSegReferenceMapper
-from ..data.reference_sources import PROVENANCE_KEY, shot_provenance
+from ..data.reference_sources import shot_provenance
+from ..modeling.memory import RefSegCheckpointer
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def dataset_classes(dataset_name):
         (ids, names): ids is the list of dataset category ids (None when the dataset has no
         ``thing_dataset_id_to_contiguous_id``), names the list of ``thing_classes``.
     """
+    resolve_datasets([dataset_name])
     meta = MetadataCatalog.get(dataset_name)
     if not hasattr(meta, "thing_classes"):
         DatasetCatalog.get(dataset_name)  # loaders such as load_coco_json set the metadata
@@ -70,7 +72,7 @@ def load_references(dataset_names):
         class_ids (list[int]), class_names (list[str]).
     """
     dicts, classes = [], None
-    for name in dataset_names:
+    for name in resolve_datasets(list(dataset_names)):
         part = DatasetCatalog.get(name)
         ids, names = dataset_classes(name)
         ids = list(range(len(names))) if ids is None else ids
@@ -87,17 +89,36 @@ def load_references(dataset_names):
     return dicts, classes[1], classes[2]
 
 
-def fill_memory(cfg, model, dataset_names=None, with_provenance=False):
+def provenance_of(records, dicts):
+    """The provenance record of each encoded reference (see ``shot_provenance``)."""
+    return [
+        shot_provenance(dicts[r.dataset_index], r.annotation_index, r.crop_window, *r.image_size)
+        for r in records
+    ]
+
+
+def record_statistics(records, memory, num_images, seconds):
+    """The statistics of a memory built from ``records`` (see :func:`build_memory`)."""
+    return {
+        "images": num_images,
+        "references": len(records),
+        "sam2_masks": sum(r.mask_from_sam2 for r in records),
+        "skipped": sum(not r.valid for r in records),
+        "seconds": seconds,
+        "checksum": memory.checksum(),
+    }
+
+
+def build_memory(cfg, model, dataset_names=None, with_provenance=False):
     """
-    Encode the references of ``dataset_names`` (default ``cfg.DATASETS.REFERENCE``) and fill
-    ``model.memory``. Every process must call it.
+    Encode the references of ``dataset_names`` (default ``cfg.DATASETS.REFERENCE``) into a new
+    :class:`MemoryBank`; the model is not changed. Every process must call it.
 
     Returns:
-        dict: "images", "references" (annotations encoded), "sam2_masks" (masks made by SAM 2
-        from boxes), "skipped" (references covering no patch sample), "seconds", "checksum"
-        (sum of the memory's features, identical on every process) and, with
-        ``with_provenance``, "provenance": per class, per memory slot, where it comes from
-        (:func:`refseg_d2.data.reference_sources.shot_provenance`).
+        memory (MemoryBank): on the model's device, with provenance when ``with_provenance``;
+        stats (dict): "images", "references" (annotations encoded), "sam2_masks" (masks made by
+        SAM 2 from boxes), "skipped" (references covering no patch sample), "seconds" and
+        "checksum" (sum of the memory's features, identical on every process).
     """
     model = unwrap_model(model)
     names = tuple(dataset_names or cfg.DATASETS.REFERENCE)
@@ -131,63 +152,35 @@ def fill_memory(cfg, model, dataset_names=None, with_provenance=False):
     records = []
     with torch.no_grad():
         for batch in tqdm(loader, desc="memory", disable=not comm.is_main_process()):
-            for inputs, out in zip(batch, model.encode_references(batch)):
-                inst = inputs["instances"]
-                for r in range(len(inst)):
-                    records.append((
-                        inputs["refseg_index"], int(inst.ann_index[r]), int(inst.gt_classes[r]),
-                        out["features"][r].cpu(), bool(out["valid"][r]), bool(out["sam2_masks"][r]),
-                        inst.crop_windows[r].tolist(), tuple(inst.image_size),
-                    ))
-    gathered = [r for part in comm.all_gather(records) for r in part]
-    records = sorted(gathered, key=lambda r: (r[0], r[1]))  # dataset order
-    _write_memory(model.memory, records, dicts, class_ids, class_names)
-    stats = {
-        "images": len(dicts),
-        "references": len(records),
-        "sam2_masks": sum(r[5] for r in records),
-        "skipped": sum(not r[4] for r in records),
-        "seconds": time.perf_counter() - start,
-        "checksum": float(model.memory.instance_features.double().sum()),
-    }
-    if with_provenance:
-        stats["provenance"] = _provenance(records, dicts, len(class_names))
+            records.extend(model.encode_references(batch))
+    records = sorted((r for part in comm.all_gather(records) for r in part), key=lambda r: r.order)
+    provenance = provenance_of(records, dicts) if with_provenance else None
+    memory = model.new_memory().set_records(records, class_ids, class_names, provenance)
+    stats = record_statistics(records, memory, len(dicts), time.perf_counter() - start)
     logger.info(
         "Memory filled in %.1fs: %s; %d reference masks made by SAM 2 from boxes; checksum %.10e",
-        stats["seconds"], model.memory.extra_repr(), stats["sam2_masks"], stats["checksum"],
+        stats["seconds"], memory.extra_repr(), stats["sam2_masks"], stats["checksum"],
     )
+    return memory, stats
+
+
+def fill_memory(cfg, model, dataset_names=None, with_provenance=False):
+    """
+    :func:`build_memory`, then hand the memory to the model (``model.set_memory``).
+
+    Returns:
+        dict: the statistics of :func:`build_memory`.
+    """
+    memory, stats = build_memory(cfg, model, dataset_names, with_provenance)
+    unwrap_model(model).set_memory(memory)
     return stats
-
-
-def _write_memory(memory, records, dicts, class_ids, class_names):
-    per_class = defaultdict(list)
-    for index, ann_index, label, feature, valid, *_ in records:
-        if valid:
-            per_class[label].append(feature)
-        else:
-            logger.warning(
-                "Reference annotation %d of %s (class %s) covers no encoder patch sample: skipped",
-                ann_index, dicts[index]["file_name"], class_names[label],
-            )
-    empty = [n for c, n in enumerate(class_names) if not per_class[c]]
-    if empty:
-        raise ValueError("No usable reference for categories {}".format(empty))
-    memory.set(class_ids, class_names, [torch.stack(per_class[c]) for c in range(len(class_names))])
-
-
-def _provenance(records, dicts, num_classes):
-    """Per class, the provenance of its memory slots in memory order (valid records only)."""
-    per_class = [[] for _ in range(num_classes)]
-    for index, ann_index, label, _, valid, _, window, (height, width) in records:
-        if valid:
-            per_class[label].append(shot_provenance(dicts[index], ann_index, window, height, width))
-    return per_class
 
 
 def ensure_memory(cfg, model, force=False, save=True):
     """
     Fill the memory unless it is already filled (e.g. loaded with MODEL.WEIGHTS), then save it
-    to OUTPUT_DIR/<MEMORY.SAVE_NAME>.pth (main process).
+    with the provenance of its slots to OUTPUT_DIR/<MEMORY.SAVE_NAME>.pth (main process; the
+    folder is created).
 
     Returns:
         bool: whether the memory was (re)filled.
@@ -197,12 +190,10 @@ def ensure_memory(cfg, model, force=False, save=True):
         logger.info("Using the loaded memory: %s", model.memory.extra_repr())
         return False
     save = bool(save and cfg.MODEL.REFSEG.MEMORY.SAVE and cfg.OUTPUT_DIR)
-    stats = fill_memory(cfg, model, with_provenance=save and comm.is_main_process())
+    fill_memory(cfg, model, with_provenance=save and comm.is_main_process())
     if save and comm.is_main_process():
-        # The provenance lets tools/inspect_memory.py show the reference crops.
-        RefSegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).save(
-            cfg.MODEL.REFSEG.MEMORY.SAVE_NAME, **{PROVENANCE_KEY: stats["provenance"]}
-        )
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        RefSegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).save(cfg.MODEL.REFSEG.MEMORY.SAVE_NAME)
     comm.synchronize()
     return True
 

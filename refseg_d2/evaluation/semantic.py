@@ -26,7 +26,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from pycocotools.coco import COCO
 
-from .ground_truth import prepare_ground_truth
+from ..data.ground_truth import prepare_ground_truth
 
 logger = logging.getLogger(__name__)
 

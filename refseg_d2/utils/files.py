@@ -1,5 +1,7 @@
-"""Reading the JSON files users hand us, with errors that name the file."""
+"""Reading the JSON files users hand us (errors name the file), and atomic writes."""
 import json
+import os
+import tempfile
 
 
 def read_json(path, what):
@@ -16,3 +18,21 @@ def read_json(path, what):
         raise FileNotFoundError("{} not found: {}".format(what, path)) from e
     except ValueError as e:
         raise ValueError("{} {} is not valid JSON: {}".format(what, path, e)) from e
+
+
+def atomic_write(path, write, mode="wb"):
+    """
+    Write ``path`` through ``write(file)`` into a temporary file beside it, then rename it, so
+    that readers never see a half-written file (the temporary file is removed on failure).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".part")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

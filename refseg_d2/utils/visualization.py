@@ -13,7 +13,8 @@ from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image, ImageDraw
 
-from ..data.mappers import decode_segmentation, read_rgb
+from .images import read_rgb
+from .masks import decode_segmentation
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """
-The benchmark datasets of refseg_d2, registered on import (see ``builtin.py``), and the
-helpers they are built with.
+The benchmark datasets of refseg_d2, registered on import (see ``builtin.py``: the paper's
+seeds on import, any other seed by name with ``resolve_datasets`` or
+``register_reference_dataset``), and the helpers they are built with.
 """
 from . import builtin as _builtin  # noqa: F401  registers the benchmark datasets
-from .builtin import register_all, register_reference_dataset
+from .builtin import register_all, register_reference_dataset, resolve_datasets
 from .cdfsod import CDFSOD_DATASETS
 from .coco20i import split_category_ids
 from .coco_fsod import COCO_THING_CLASSES, NOVEL_IDS, PAPER_SEEDS
@@ -13,5 +14,6 @@ from .voc_fewshot import NOVEL_CLASSES, VOC_CLASSES, voc_to_coco
 __all__ = [
     "CDFSOD_DATASETS", "COCO_THING_CLASSES", "NOVEL_CLASSES", "NOVEL_IDS", "PAPER_SEEDS",
     "VOC_CLASSES", "is_valid_annotation", "picks_to_coco", "register_all",
-    "register_reference_dataset", "sample_references", "split_category_ids", "voc_to_coco",
+    "register_reference_dataset", "resolve_datasets", "sample_references", "split_category_ids",
+    "voc_to_coco",
 ]

@@ -33,7 +33,7 @@ from collections import Counter, OrderedDict
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from ...evaluation.ground_truth import register_ground_truth
+from ..ground_truth import register_ground_truth
 from .common import cache_root, derived_json, load_json, require_file
 
 logger = logging.getLogger(__name__)

@@ -6,19 +6,21 @@ Layout (Detectron2's): ``<root>/coco/annotations/instances_{train,val}2017.json`
 
 - ``coco_fsod_val_novel``: every val2017 image (5000), ground truth restricted to the 20
   novel classes (``<cache>/coco/fsod_novel_val2017.json``).
-- ``coco_fsod_train_novel_{K}shot_seed{S}``, K in 1, 2, 3, 5, 10, 30 and S in 0..99: references
-  sampled from train2017 with the authors' sampler
-  (``<cache>/coco/fsod_novel_train2017_{K}shot_seed{S}.json``).
+- ``coco_fsod_train_novel_{K}shot_seed{S}``: references sampled from train2017 with the
+  authors' sampler (``<cache>/coco/fsod_novel_train2017_{K}shot_seed{S}.json``). Registered on
+  import for K in 1, 2, 3, 5, 10, 30 and the seeds of the paper (:data:`PAPER_SEEDS`); any
+  other K and S by name (``builtin.register_reference_dataset``).
 
 Category ids are COCO's; the contiguous class index is the rank of the id (the authors' order).
-:func:`register_coco_benchmark` is shared with COCO-20i (``coco20i.py``).
+:func:`register_coco_test` and :func:`register_coco_references` are shared with COCO-20i
+(``coco20i.py``).
 """
 import os
 from collections import OrderedDict
 
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-from ...evaluation.ground_truth import register_ground_truth
+from ..ground_truth import register_ground_truth
 from .common import cache_root, class_metadata, register_lazy_coco, restricted_json
 from .sampling import sampled_references_json
 
@@ -27,9 +29,11 @@ COCO_THING_CLASSES = OrderedDict((c["id"], c["name"]) for c in COCO_CATEGORIES i
 
 NOVEL_IDS = (1, 2, 3, 4, 5, 6, 7, 9, 16, 17, 18, 19, 20, 21, 44, 62, 63, 64, 67, 72)
 SHOTS = (1, 2, 3, 5, 10, 30)
-SEEDS = tuple(range(100))
-# The seeds of the authors' ablation (method-reference 8), in their column order.
+# The seeds of the authors' ablation (method-reference 8), in their column order: the reference
+# sets registered on import.
 PAPER_SEEDS = (42, 13, 27, 36, 88, 33, 69, 55, 77, 99)
+TEST_NAME = "coco_fsod_val_novel"
+TAG = "fsod_novel"
 
 
 def coco_paths(root):
@@ -43,27 +47,29 @@ def coco_paths(root):
     }
 
 
-def register_coco_benchmark(root, tag, category_ids, test_name, reference_name, shots, seeds,
-                            evaluator_type, extra_metadata=None):
+def _coco_metadata(category_ids, extra_metadata):
+    """({id: name}, metadata) of a COCO benchmark over ``category_ids``."""
+    cats = {i: COCO_THING_CLASSES[i] for i in category_ids}
+    meta = dict(class_metadata(list(cats), list(cats.values())), **(extra_metadata or {}))
+    return cats, meta
+
+
+def register_coco_test(root, tag, category_ids, test_name, evaluator_type, extra_metadata=None):
     """
-    Register a COCO 2017 benchmark over a subset of the 80 classes.
+    Register the val2017 test set of a COCO 2017 benchmark over a subset of the 80 classes:
+    every image, ground truth restricted to ``category_ids`` (``<cache>/coco/<tag>_val2017.json``).
 
     Args:
         tag (str): prefix of the derived files under ``<cache>/coco/``.
         category_ids (list[int]): the evaluated classes (COCO ids).
-        test_name (str): name of the val2017 test dataset.
-        reference_name (callable): (shots, seed) -> name of a reference dataset.
-        evaluator_type (str or list[str]): metadata evaluator_type of the test dataset.
+        evaluator_type (str or list[str]): metadata evaluator_type of the test set.
     """
     paths = coco_paths(root)
-    cats = {i: COCO_THING_CLASSES[i] for i in category_ids}
-    meta = dict(class_metadata(list(cats), list(cats.values())), **(extra_metadata or {}))
-    out_dir = os.path.join(cache_root(root), "coco")
+    cats, meta = _coco_metadata(category_ids, extra_metadata)
+    gt_path = os.path.join(cache_root(root), "coco", "{}_val2017.json".format(tag))
 
-    gt_path = os.path.join(out_dir, "{}_val2017.json".format(tag))
-
-    def test_json(name=test_name):
-        return restricted_json(gt_path, paths["val_json"], cats, name)
+    def test_json():
+        return restricted_json(gt_path, paths["val_json"], cats, test_name)
 
     register_lazy_coco(
         test_name, test_json, paths["val_images"],
@@ -71,18 +77,16 @@ def register_coco_benchmark(root, tag, category_ids, test_name, reference_name, 
     )
     register_ground_truth(test_name, test_json)
 
-    for k in shots:
-        for seed in seeds:
-            register_coco_references(root, tag, category_ids, test_name, reference_name(k, seed),
-                                     k, seed, extra_metadata)
-
 
 def register_coco_references(root, tag, category_ids, test_name, name, shots, seed,
                              extra_metadata=None):
-    """Register one reference set of a COCO benchmark: ``shots`` per class, any ``seed``."""
+    """
+    Register ``name``, one reference set of a COCO benchmark: ``shots`` train2017 images per
+    class sampled with ``seed`` (any), written at first use to
+    ``<cache>/coco/<tag>_train2017_{shots}shot_seed{seed}.json``.
+    """
     paths = coco_paths(root)
-    cats = {i: COCO_THING_CLASSES[i] for i in category_ids}
-    meta = dict(class_metadata(list(cats), list(cats.values())), **(extra_metadata or {}))
+    cats, meta = _coco_metadata(category_ids, extra_metadata)
     out = os.path.join(
         cache_root(root), "coco", "{}_train2017_{}shot_seed{}.json".format(tag, shots, seed)
     )
@@ -97,17 +101,22 @@ def register_coco_references(root, tag, category_ids, test_name, name, shots, se
 
 
 def reference_name(shots, seed):
+    """The name of the COCO-FSOD reference set of ``shots`` and ``seed``."""
     return "coco_fsod_train_novel_{}shot_seed{}".format(shots, seed)
 
 
 def register_coco_fsod(root):
-    register_coco_benchmark(
-        root, "fsod_novel", NOVEL_IDS, "coco_fsod_val_novel", reference_name, SHOTS, SEEDS,
-        "fewshot_coco",
-    )
+    """
+    Register the COCO-FSOD test set and its reference sets of :data:`SHOTS`
+    x :data:`PAPER_SEEDS`.
+    """
+    register_coco_test(root, TAG, NOVEL_IDS, TEST_NAME, "fewshot_coco")
+    for shots in SHOTS:
+        for seed in PAPER_SEEDS:
+            register_coco_fsod_references(root, shots, seed)
 
 
 def register_coco_fsod_references(root, shots, seed):
     """Register ``coco_fsod_train_novel_{shots}shot_seed{seed}`` for any shot count and seed."""
-    register_coco_references(root, "fsod_novel", NOVEL_IDS, "coco_fsod_val_novel",
-                             reference_name(shots, seed), shots, seed)
+    register_coco_references(root, TAG, NOVEL_IDS, TEST_NAME, reference_name(shots, seed),
+                             shots, seed)

@@ -101,24 +101,6 @@ def derived_json(path, sources, params, build):
     return path
 
 
-def resolve_categories(data, names, source):
-    """
-    The category ids of ``names`` in a COCO dict, sorted by id; raise naming ``source`` when a
-    name is missing (pycocotools' getCatIds would silently drop it).
-    """
-    by_name = {}
-    for cat in data.get("categories", []):
-        by_name.setdefault(cat["name"], cat["id"])
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        raise ValueError(
-            "{} has no categories named {}; its categories are {}".format(
-                source, missing, sorted(by_name)
-            )
-        )
-    return sorted(by_name[n] for n in names)
-
-
 def check_category_ids(data, expected, source):
     """Raise when the categories ``expected`` ({id: name}) are not in ``data`` as given."""
     found = {c["id"]: c["name"] for c in data.get("categories", [])}

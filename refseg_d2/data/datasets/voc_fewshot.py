@@ -21,16 +21,23 @@ Registered names (K in 1, 2, 3, 5, 10):
 - ``voc_2007_test_novel{s}_with_segm``: the same with SAM 2 masks from
   ``<root>/VOC2007/voc07_test_with_segm.json``, for segm AP (made by
   ``tools/add_sam2_masks.py --dataset voc_2007_test_all``).
-- ``voc_fewshot_split{s}_trainval_novel_{K}shot_seed{S}``, S in 0..99: references sampled from
-  VOC2007+2012 trainval with the authors' sampler (their runs use seed 33).
-- ``voc_tfa_split{s}_novel_{K}shot_seed{S}``, S in 0..29: the TFA/FsDet seed files.
+- ``voc_fewshot_split{s}_trainval_novel_{K}shot_seed{S}``: references sampled from
+  VOC2007+2012 trainval with the authors' sampler; registered on import for the seed of their
+  runs (:data:`PAPER_SEED`, 33).
+- ``voc_tfa_split{s}_novel_{K}shot_seed{S}``: the TFA/FsDet seed files; registered on import
+  for seeds 0-9 (:data:`TFA_SEEDS`, our choice of FsDet's usual ten: seed 0, TFA's original
+  split in ``vocsplit/``, and ``vocsplit/seed1`` to ``seed9`` of the released ones).
+
+Any other seed (and shot count) of both is registered by name
+(``builtin.register_reference_dataset``).
 """
+import functools
 import os
 import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from ...evaluation.ground_truth import register_ground_truth
+from ..ground_truth import register_ground_truth
 from .common import (
     cache_root, class_metadata, derived_json, register_lazy_coco, require_file, restricted_json,
 )
@@ -47,11 +54,15 @@ NOVEL_CLASSES = {
     3: ("boat", "cat", "motorbike", "sheep", "sofa"),
 }
 SHOTS = (1, 2, 3, 5, 10)
-SEEDS = tuple(range(100))
-TFA_SEEDS = tuple(range(30))
+# The seed of the authors' VOC runs: the sampled reference sets registered on import.
 PAPER_SEED = 33
+# The TFA/FsDet seed file sets registered on import (our choice, FsDet's usual ten): seed 0
+# (``vocsplit/``) and seeds 1-9 (``vocsplit/seed{S}/``). Seeds 10-29 are registered by name.
+TFA_SEEDS = tuple(range(10))
 TRAINVAL_SETS = (("2007", "trainval"), ("2012", "trainval"))
 TEST_SETS = (("2007", "test"),)
+TRAINVAL_JSON = "voc0712_trainval.json"
+TEST_JSON = "voc07_test.json"
 
 
 def category_id(name):
@@ -88,12 +99,14 @@ def parse_voc_xml(path):
 
 
 def read_image_set(root, year, split):
+    """The image ids of ``VOC<year>/ImageSets/Main/<split>.txt``, in file order."""
     path = os.path.join(root, "VOC" + year, "ImageSets", "Main", split + ".txt")
     with open(require_file(path, "PASCAL VOC{} {} image set".format(year, split))) as f:
         return [line.strip() for line in f if line.strip()]
 
 
 def _annotation(ann_id, image_id, name, coords, iscrowd):
+    """A COCO annotation of a VOC box (1-based inclusive corners), converted as the authors do."""
     x0, y0, x1, y1 = coords
     w, h = x1 - x0, y1 - y0
     return {
@@ -182,6 +195,7 @@ def tfa_references(root, split, shots, seed):
 
 
 def _voc07_metadata(root, cats):
+    """Metadata of a VOC2007 test set over ``cats``: its classes and both evaluators."""
     return dict(
         class_metadata(list(cats), list(cats.values())),
         dirname=os.path.join(root, "VOC2007"), split="test", year=2007,
@@ -189,42 +203,72 @@ def _voc07_metadata(root, cats):
     )
 
 
-def register_voc_fewshot(root):
+def _trainval_json(root):
+    """Path of VOC2007+2012 trainval in COCO format (written at first use)."""
+    return converted_json(root, TRAINVAL_SETS, TRAINVAL_JSON)
+
+
+def _test_json(root):
+    """Path of VOC2007 test in COCO format (written at first use)."""
+    return converted_json(root, TEST_SETS, TEST_JSON)
+
+
+def novel_test_name(split):
+    """The name of the VOC2007 test set of ``split``'s novel classes."""
+    return "voc_2007_test_novel{}".format(split)
+
+
+def _with_segm_source(root):
+    """The VOC2007 test set with SAM 2 masks, made by ``tools/add_sam2_masks.py``."""
+    return os.path.join(root, "VOC2007", "voc07_test_with_segm.json")
+
+
+def _register_conversions(root):
+    """Register ``voc_0712_trainval_all`` and ``voc_2007_test_all`` (all 20 classes)."""
     cache = os.path.join(cache_root(root), "voc")
     all_cats = {category_id(n): n for n in VOC_CLASSES}
-
-    def trainval():
-        return converted_json(root, TRAINVAL_SETS, "voc0712_trainval.json")
-
-    def test_all():
-        return converted_json(root, TEST_SETS, "voc07_test.json")
-
-    segm_source = os.path.join(root, "VOC2007", "voc07_test_with_segm.json")
-    test_meta = dict(_voc07_metadata(root, all_cats), with_segm_json=segm_source)
+    test_meta = dict(_voc07_metadata(root, all_cats), with_segm_json=_with_segm_source(root))
     for name, fn, path, meta in (
-        ("voc_0712_trainval_all", trainval, "voc0712_trainval.json", {}),
-        ("voc_2007_test_all", test_all, "voc07_test.json", test_meta),
+        ("voc_0712_trainval_all", _trainval_json, TRAINVAL_JSON, {}),
+        ("voc_2007_test_all", _test_json, TEST_JSON, test_meta),
     ):
         meta = dict(class_metadata(list(all_cats), list(all_cats.values())), **meta)
-        register_lazy_coco(name, fn, root, dict(meta, json_file=os.path.join(cache, path)))
-        register_ground_truth(name, fn)
+        json_fn = functools.partial(fn, root)
+        register_lazy_coco(name, json_fn, root, dict(meta, json_file=os.path.join(cache, path)))
+        register_ground_truth(name, json_fn)
 
+
+def _register_novel_test_sets(root, split):
+    """
+    Register ``voc_2007_test_novel{split}`` and ``..._with_segm`` (from
+    ``VOC2007/voc07_test_with_segm.json``), restricted to the split's novel classes.
+    """
+    cache = os.path.join(cache_root(root), "voc")
+    cats = novel_categories(split)
+    for suffix, source in (("", None), ("_with_segm", _with_segm_source(root))):
+        name = novel_test_name(split) + suffix
+        out = os.path.join(cache, "voc07_test_novel{}{}.json".format(split, suffix))
+
+        def test_json(name=name, out=out, source=source):
+            return restricted_json(out, source or _test_json(root), cats, name)
+
+        register_lazy_coco(name, test_json, root, dict(_voc07_metadata(root, cats), json_file=out))
+        register_ground_truth(name, test_json)
+
+
+def register_voc_fewshot(root):
+    """
+    Register the VOC conversions and, per split, its test sets, the sampled reference sets of
+    :data:`SHOTS` x :data:`PAPER_SEED` and the TFA seed file sets of :data:`SHOTS` x
+    :data:`TFA_SEEDS`.
+    """
+    _register_conversions(root)
     for split in NOVEL_CLASSES:
-        cats = novel_categories(split)
-        for suffix, source in (("", None), ("_with_segm", segm_source)):
-            name = "voc_2007_test_novel{}{}".format(split, suffix)
-            out = os.path.join(cache, "voc07_test_novel{}{}.json".format(split, suffix))
-
-            def test_json(name=name, out=out, source=source, cats=cats):
-                return restricted_json(out, source or test_all(), cats, name)
-
-            meta = dict(_voc07_metadata(root, cats), json_file=out)
-            register_lazy_coco(name, test_json, root, meta)
-            register_ground_truth(name, test_json)
-        for k in SHOTS:
-            for seed in SEEDS:
-                register_voc_references(root, split, k, seed)
-        _register_tfa(root, cache, split, cats)
+        _register_novel_test_sets(root, split)
+        for shots in SHOTS:
+            register_voc_references(root, split, shots, PAPER_SEED)
+            for seed in TFA_SEEDS:
+                register_tfa_references(root, split, shots, seed)
 
 
 def register_voc_references(root, split, shots, seed):
@@ -238,29 +282,33 @@ def register_voc_references(root, split, shots, seed):
                        "voc0712_trainval_split{}_{}shot_seed{}.json".format(split, shots, seed))
 
     def ref_json():
-        source = converted_json(root, TRAINVAL_SETS, "voc0712_trainval.json")
-        return sampled_references_json(out, source, cats, shots, seed, name)
+        return sampled_references_json(out, _trainval_json(root), cats, shots, seed, name)
 
     register_lazy_coco(name, ref_json, root, dict(
         class_metadata(list(cats), list(cats.values())), json_file=out, shots=shots, seed=seed,
-        reference_of="voc_2007_test_novel{}".format(split),
+        reference_of=novel_test_name(split),
     ))
 
 
-def _register_tfa(root, cache, split, cats):
-    meta = class_metadata(list(cats), list(cats.values()))
-    test_name = "voc_2007_test_novel{}".format(split)
-    for k in SHOTS:
-        for seed in TFA_SEEDS:
-            name = "voc_tfa_split{}_novel_{}shot_seed{}".format(split, k, seed)
-            out = os.path.join(cache, "tfa_split{}_{}shot_seed{}.json".format(split, k, seed))
+def register_tfa_references(root, split, shots, seed):
+    """
+    Register ``voc_tfa_split{split}_novel_{shots}shot_seed{seed}`` (:func:`tfa_references` of
+    the seed files ``box_{shots}shot_{class}_train.txt`` in :func:`tfa_seed_dir`) for any shot
+    count and seed.
+    """
+    cats = novel_categories(split)
+    name = "voc_tfa_split{}_novel_{}shot_seed{}".format(split, shots, seed)
+    out = os.path.join(cache_root(root), "voc",
+                       "tfa_split{}_{}shot_seed{}.json".format(split, shots, seed))
 
-            def tfa_json(out=out, k=k, seed=seed):
-                folder = tfa_seed_dir(root, seed)
-                files = ["box_{}shot_{}_train.txt".format(k, c) for c in NOVEL_CLASSES[split]]
-                sources = [require_file(os.path.join(folder, f), "TFA seed file") for f in files]
-                return derived_json(out, sources, {"split": split, "shots": k, "seed": seed},
-                                    lambda: tfa_references(root, split, k, seed))
+    def tfa_json():
+        folder = tfa_seed_dir(root, seed)
+        files = ["box_{}shot_{}_train.txt".format(shots, c) for c in NOVEL_CLASSES[split]]
+        sources = [require_file(os.path.join(folder, f), "TFA seed file") for f in files]
+        return derived_json(out, sources, {"split": split, "shots": shots, "seed": seed},
+                            lambda: tfa_references(root, split, shots, seed))
 
-            register_lazy_coco(name, tfa_json, root, dict(
-                meta, json_file=out, shots=k, seed=seed, reference_of=test_name))
+    register_lazy_coco(name, tfa_json, root, dict(
+        class_metadata(list(cats), list(cats.values())), json_file=out, shots=shots, seed=seed,
+        reference_of=novel_test_name(split),
+    ))

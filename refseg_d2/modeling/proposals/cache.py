@@ -1,5 +1,5 @@
 """
-Reference-independent proposals of a target image, and their on-disk cache.
+The on-disk cache of the reference-independent proposals of target images.
 
 What a target image yields before any reference is involved (SAM 2's kept proposals and their
 pooled DINOv2 features) is the expensive part of the method and is identical for every shot
@@ -16,48 +16,40 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
 
-from . import ops
+from ...utils.files import atomic_write
+from .proposals import Proposals
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 
 
-class Proposals:
-    """
-    The reference-independent part of one target image (N proposals).
+class RLEMasks:
+    """Proposal masks held as COCO RLEs at the output size (proposals read from the cache)."""
 
-    Attributes:
-        features: (N, D) unit-norm pooled DINOv2 features (zero for an empty mask).
-        pred_ious: (N,) SAM 2 predicted IoUs.
-        boxes: (N, 4) int64 inclusive boxes on the low-resolution mask grid.
-        logits: (N, h, w) low-resolution mask logits, or None when loaded from the cache.
-        rles: list of N COCO RLEs of the full-resolution masks, or None when not cached.
-    """
-
-    def __init__(self, features, pred_ious, boxes, logits=None, rles=None):
-        self.features = features
-        self.pred_ious = pred_ious
-        self.boxes = boxes
-        self.logits = logits
+    def __init__(self, rles, size, device):
+        """
+        Args:
+            rles (list[dict]): N COCO RLEs of (H, W) masks.
+            size: (H, W).
+        """
         self.rles = rles
+        self.size = tuple(size)
+        self.device = device
 
-    def full_masks(self, indices, size, chunk=64):
-        """(k, H, W) bool full-resolution masks of the proposals ``indices`` (k,)."""
-        if self.logits is not None:
-            return ops.upsample_mask_logits(self.logits[indices], size, chunk)
-        device = self.features.device
+    def full(self, indices, size):
+        """(k, H, W) bool, decoded; ``size`` must be the size the masks were stored at."""
+        if tuple(size) != self.size:
+            raise ValueError("Cached masks are {} but {} was asked for".format(self.size, tuple(size)))
         if indices.numel() == 0:
-            return torch.zeros((0,) + tuple(size), dtype=torch.bool, device=device)
-        rles = [self.rles[i] for i in indices.tolist()]
-        masks = mask_util.decode(rles)  # (H, W, k) uint8
-        return torch.from_numpy(masks).permute(2, 0, 1).to(device=device, dtype=torch.bool)
+            return torch.zeros((0,) + self.size, dtype=torch.bool, device=self.device)
+        masks = mask_util.decode([self.rles[i] for i in indices.tolist()])  # (H, W, k) uint8
+        return torch.from_numpy(masks).permute(2, 0, 1).to(device=self.device, dtype=torch.bool)
 
 
 def encode_masks(masks, chunk=64):
@@ -90,7 +82,7 @@ class ProposalCache:
         os.makedirs(self.dir, exist_ok=True)
         info = os.path.join(self.dir, "settings.json")
         if not os.path.exists(info):
-            _atomic_write(info, lambda f: f.write(json.dumps(self.settings, indent=2).encode()))
+            atomic_write(info, lambda f: f.write(json.dumps(self.settings, indent=2).encode()))
         self.hits = 0
         self.misses = 0
 
@@ -117,7 +109,7 @@ class ProposalCache:
             ]
             proposals = Proposals(
                 entry["features"].to(device), entry["pred_ious"].to(device),
-                entry["boxes"].to(device), rles=rles,
+                entry["boxes"].to(device), RLEMasks(rles, size, device),
             )
         except Exception as e:
             logger.warning("Discarding unreadable cache entry %s (%s)", path, e)
@@ -145,17 +137,4 @@ class ProposalCache:
             "rle_counts": torch.from_numpy(np.frombuffer(b"".join(counts), dtype=np.uint8).copy()),
             "rle_offsets": torch.from_numpy(offsets.astype(np.int64)),
         }
-        _atomic_write(self.path(inputs), lambda f: torch.save(entry, f))
-
-
-def _atomic_write(path, write):
-    """Write through ``write(file)`` into a temporary file beside ``path``, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        atomic_write(self.path(inputs), lambda f: torch.save(entry, f))

@@ -3,6 +3,8 @@ Ground-truth files that are derived at first use (e.g. restricted to the evaluat
 
 A dataset registers a function that makes sure its COCO-format ground truth exists and returns
 its path; evaluators call :func:`prepare_ground_truth` before reading ``metadata.json_file``.
+It lives in ``refseg_d2.data`` so that the datasets, which register the functions, do not
+import ``refseg_d2.evaluation``, which calls them.
 """
 from detectron2.data import MetadataCatalog
 

@@ -11,8 +11,8 @@ import os
 
 import torch
 
-from .encoders import DinoV2Encoder
-from .sam2_proposals import build_sam2_model
+from ..modeling.encoders import DinoV2Encoder
+from ..modeling.proposals import build_sam2_model
 
 logger = logging.getLogger(__name__)
 

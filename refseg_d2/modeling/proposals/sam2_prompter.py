@@ -1,22 +1,47 @@
 """
-Class-agnostic mask proposals from a frozen SAM 2, called the way the reference calls it: the
-image encoder and FPN, then the prompt encoder and mask decoder on the raw image embedding.
-SAM 2's ``no_mem_embed`` is NOT added to the embedding (the reference skips it), which is why
-``SAM2ImagePredictor`` is not used.
+Prompting a frozen SAM 2 the way the reference does: the image encoder and FPN, then the prompt
+encoder and mask decoder on the raw image embedding, with a point grid (target proposals) or
+boxes (masks of box-only references). SAM 2's ``no_mem_embed`` is NOT added to the embedding
+(the reference skips it), which is why ``SAM2ImagePredictor`` is not used; the model's parts
+are called directly, including the private ``_prepare_backbone_features`` of sam2
+1.1.0 (the only release this is checked against; another version is refused).
 
 Shape shorthand: S = SAM 2 input size, e = S / 16 (embedding grid), h = w = S / 4 (mask grid),
 P = number of prompts.
 """
+import importlib.metadata
 import logging
 
 import torch
 import torch.nn as nn
 
-from .encoders import IMAGENET_MEAN, IMAGENET_STD
-from .ops import point_grid, select_best_multimask
-from .weights import load_state_dict_file, load_weights_strict, random_init_rng
+from ..encoders import IMAGENET_MEAN, IMAGENET_STD
+from ..ops import point_grid, select_best_multimask
+from ..weights import load_state_dict_file, load_weights_strict, random_init_rng
 
 logger = logging.getLogger(__name__)
+
+# The sam2 release whose model internals (``_prepare_backbone_features``, the decoder's call
+# signature) this module calls; install it with ``pip install sam2==1.1.0``.
+SAM2_VERSION = "1.1.0"
+
+
+def check_sam2_version(version=None):
+    """Raise ImportError unless the installed sam2 (or ``version``) is :data:`SAM2_VERSION`."""
+    if version is None:
+        try:
+            version = importlib.metadata.version("sam2")
+        except importlib.metadata.PackageNotFoundError as e:
+            raise ImportError(
+                "sam2 is not installed: pip install sam2=={} (see README, 'Install')".format(
+                    SAM2_VERSION
+                )
+            ) from e
+    if version != SAM2_VERSION:
+        raise ImportError(
+            "refseg_d2 calls SAM 2 internals of sam2=={} but sam2=={} is installed: "
+            "pip install sam2=={}".format(SAM2_VERSION, version, SAM2_VERSION)
+        )
 
 
 def build_sam2_model(config_name, weights, input_size, random_init=False, seed=0):
@@ -32,6 +57,7 @@ def build_sam2_model(config_name, weights, input_size, random_init=False, seed=0
     Returns:
         sam2.modeling.sam2_base.SAM2Base in eval mode, on CPU.
     """
+    check_sam2_version()
     from hydra.errors import MissingConfigException
     from sam2.build_sam import build_sam2
 
@@ -69,7 +95,7 @@ def build_sam2_model(config_name, weights, input_size, random_init=False, seed=0
     return model
 
 
-class SAM2Proposer(nn.Module):
+class SAM2Prompter(nn.Module):
     """Point-grid and box prompting of a frozen SAM 2 model."""
 
     def __init__(self, sam_model, points_per_side, points_per_batch, pred_iou_thresh):
@@ -133,7 +159,7 @@ class SAM2Proposer(nn.Module):
         )
         return logits, ious
 
-    def propose(self, embedding, high_res):
+    def decode_point_grid(self, embedding, high_res):
         """
         Decode the point grid in batches; keep, per prompt, the best of the three multimask
         outputs, and only proposals whose predicted IoU exceeds the threshold.
@@ -155,7 +181,7 @@ class SAM2Proposer(nn.Module):
             all_ious.append(ious[keep])
         return torch.cat(all_logits), torch.cat(all_ious)
 
-    def masks_from_boxes(self, embedding, high_res, boxes):
+    def decode_boxes(self, embedding, high_res, boxes):
         """
         Single-mask box prompting (SAM 2's usual box setting).
 

@@ -9,53 +9,9 @@ Shape shorthand: C classes, K shot slots, D feature dimension.
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import MEMORY_PREFIX, RefSegCheckpointer
-from ..data.reference_sources import PROVENANCE_KEY
-from ..modeling.memory import MemoryBank
-from ..modeling.ops import class_prototypes
-
-
-class _MemoryHolder(nn.Module):
-    """The smallest model RefSegCheckpointer loads a memory into (no SAM 2, no DINOv2)."""
-
-    def __init__(self, feature_dim, encoder_signature):
-        super().__init__()
-        self.memory = MemoryBank(feature_dim, encoder_signature)
-
-
-def load_memory_file(path):
-    """
-    Load a saved memory without building the model.
-
-    Returns:
-        memory (MemoryBank), provenance (list, per class a list of slot records or None; see
-        ``refseg_d2.data.reference_sources.reference_provenance``).
-    """
-    try:
-        raw = torch.load(path, map_location="cpu")
-    except FileNotFoundError as e:
-        raise FileNotFoundError("Memory file not found: {}".format(path)) from e
-    except Exception as e:
-        raise ValueError("Cannot read memory file {}: {}".format(path, e)) from e
-    key = MEMORY_PREFIX + "instance_features"
-    state = raw.get("model", {}) if isinstance(raw, dict) else {}
-    if key not in state:
-        raise ValueError("{} holds no refseg memory (no '{}')".format(path, key))
-    encoder = (raw.get("refseg_memory") or {}).get("encoder") or {}
-    holder = _MemoryHolder(int(state[key].shape[-1]), encoder)
-    rest = RefSegCheckpointer(holder).load(path)
-    memory = holder.memory
-    provenance = rest.get(PROVENANCE_KEY) or [None] * memory.num_classes
-    if len(provenance) != memory.num_classes:
-        raise ValueError(
-            "{}: '{}' describes {} classes but the memory has {}".format(
-                path, PROVENANCE_KEY, len(provenance), memory.num_classes
-            )
-        )
-    return memory, provenance
+from ..ops import class_prototypes
 
 
 def prototype_similarity(instance_features, counts):
@@ -151,6 +107,10 @@ def build_report(memory, provenance=None, z_thresh=3.0, top_pairs=10):
     """
     The report as plain Python types (JSON-ready).
 
+    Args:
+        memory (MemoryBank).
+        provenance (list or None): per class, the sources of its slots; default: the memory's.
+
     Returns:
         dict with "classes" (id, name, shots), "encoder", "prototype_similarity" (C x C),
         "most_similar_pairs" (the ``top_pairs`` most similar class pairs) and "references":
@@ -166,7 +126,7 @@ def build_report(memory, provenance=None, z_thresh=3.0, top_pairs=10):
     pairs.sort(key=lambda p: -float(sim[p]))
     references = []
     for c, name in enumerate(names):
-        prov = (provenance or [None] * len(names))[c]
+        prov = (provenance or memory.provenance or [None] * len(names))[c]
         shots = []
         for s in range(int(counts[c])):
             other_class = int(stats["other_class"][c, s])

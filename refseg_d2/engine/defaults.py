@@ -1,0 +1,100 @@
+"""
+What every refseg_d2 tool shares, built on Detectron2's ``default_argument_parser`` and
+``default_setup``: ``--config-file``, ``--register NAME JSON IMAGE_ROOT`` (repeatable) and config
+overrides as positional ``KEY VALUE`` pairs at the end of the command line (after ``--`` when
+the option before them takes a list, e.g. ``--input a.jpg b.jpg -- MODEL.DEVICE cpu``).
+
+Tools that launch processes (train_net, sweep) take :func:`refseg_argument_parser` (all of
+Detectron2's launch options); the others :func:`refseg_tool_parser` (the same three, no launch
+options).
+"""
+import argparse
+import logging
+
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..config import add_refseg_config
+
+logger = logging.getLogger(__name__)
+
+
+def refseg_argument_parser(description=None, epilog=None):
+    """Detectron2's ``default_argument_parser`` with ``--register`` added."""
+    parser = default_argument_parser(epilog=epilog)
+    if description:
+        parser.description = description
+    add_register_argument(parser)
+    return parser
+
+
+def refseg_tool_parser(description=None, config_required=True):
+    """An argparse parser with ``--config-file``, ``--register`` and the positional overrides."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config-file", required=config_required, metavar="FILE",
+                        help="path to config file")
+    add_register_argument(parser)
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config overrides KEY VALUE ... at the end of the command (after -- when the "
+        "option before them takes a list)",
+    )
+    return parser
+
+
+def add_register_argument(parser):
+    """``--register NAME JSON IMAGE_ROOT``, repeatable: COCO-format datasets to register."""
+    parser.add_argument(
+        "--register",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "JSON", "IMAGE_ROOT"),
+        help="register a COCO-format dataset before the run (repeatable)",
+    )
+    return parser
+
+
+def register_datasets(entries):
+    """Register (name, json_file, image_root) triples as COCO-format instance datasets."""
+    for name, json_file, image_root in entries or []:
+        if name not in DatasetCatalog.list():
+            register_coco_instances(name, {}, json_file, image_root)
+
+
+def config_overrides(opts):
+    """The positional KEY VALUE overrides (a leading ``--`` separator dropped)."""
+    opts = list(opts or [])
+    return opts[1:] if opts[:1] == ["--"] else opts
+
+
+def build_cfg(config_file, opts=(), output_dir=None):
+    """A refseg config: defaults, ``config_file``, the overrides, then ``output_dir`` if given."""
+    cfg = get_cfg()
+    add_refseg_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(config_overrides(opts))
+    if output_dir:
+        cfg.OUTPUT_DIR = output_dir
+    return cfg
+
+
+def setup(args, output_dir=None):
+    """
+    The frozen config of a tool run (``args`` from :func:`refseg_argument_parser`): its
+    ``--register`` datasets registered, Detectron2's ``default_setup`` (logging, config dump in
+    OUTPUT_DIR, seeds) and the refseg_d2 logger writing to OUTPUT_DIR.
+    """
+    register_datasets(getattr(args, "register", None))
+    cfg = build_cfg(args.config_file, args.opts, output_dir)
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="refseg_d2")
+    return cfg

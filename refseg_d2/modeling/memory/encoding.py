@@ -1,0 +1,116 @@
+"""
+Encoding references into instance prototypes (method-reference 2.2-2.3), with the frozen
+encoder of the model and, for box-only references, SAM 2's box prompting.
+
+Per reference annotation: the context crop of the image is resized to the encoder input with
+torch bicubic (no antialias), its mask crop with bilinear; the encoder's patch features are
+averaged with the mask resized to the patch grid by nearest (top-left) sampling as weights.
+
+Shape shorthand: R annotations of an image, S encoder input side, g = S / patch, D features.
+"""
+import torch
+import torch.nn.functional as F
+
+from .. import ops
+from .records import ReferenceRecord
+
+BOX_MASK_SOURCES = ("sam2", "box")
+
+
+class ReferenceEncoder:
+    """Turns reference inputs (from ``RefSegReferenceMapper``) into :class:`ReferenceRecord` s."""
+
+    def __init__(self, encoder, prompter, box_mask_source="sam2", upsample_chunk=64):
+        """
+        Args:
+            encoder (nn.Module): the semantic encoder (``refseg_d2.modeling.encoders``).
+            prompter (SAM2Prompter): SAM 2, for the masks of box-only references.
+            box_mask_source (str): "sam2" (box prompt) or "box" (the filled box rectangle).
+            upsample_chunk (int): SAM 2 masks upsampled to the image size at a time.
+        """
+        if box_mask_source not in BOX_MASK_SOURCES:
+            raise ValueError(
+                "MODEL.REFSEG.MEMORY.BOX_MASK_SOURCE must be one of {}, got {!r}".format(
+                    BOX_MASK_SOURCES, box_mask_source
+                )
+            )
+        self.encoder = encoder
+        self.prompter = prompter
+        self.box_mask_source = box_mask_source
+        self.upsample_chunk = upsample_chunk
+
+    @property
+    def device(self):
+        return self.prompter.pixel_mean.device
+
+    @torch.no_grad()
+    def __call__(self, batched_inputs):
+        """
+        Args:
+            batched_inputs (list[dict]): from ``RefSegReferenceMapper``, each with
+                "file_name"; "image": (3, H, W) uint8 RGB at the original size;
+                "instances": Instances with gt_classes (R,), gt_masks (R, H, W) bool,
+                has_mask (R,) bool, gt_boxes (R, 4) xyxy, crop_windows (R, 4) int64 and
+                ann_index (R,); "sam_image": (3, S', S') uint8 when some has_mask is False;
+                optionally "refseg_index" (the image's position in the reference datasets).
+        Returns:
+            list[ReferenceRecord]: one per annotation, in input then annotation order.
+        """
+        records = []
+        for inputs in batched_inputs:
+            inst = inputs["instances"]
+            means, valid, from_sam2 = self._encode_image(inputs)
+            for r in range(len(inst)):
+                records.append(ReferenceRecord(
+                    file_name=inputs.get("file_name"),
+                    dataset_index=int(inputs.get("refseg_index", 0)),
+                    annotation_index=int(inst.ann_index[r]),
+                    label=int(inst.gt_classes[r]),
+                    feature=means[r].cpu(),
+                    valid=bool(valid[r]),
+                    mask_from_sam2=bool(from_sam2[r]),
+                    crop_window=tuple(int(v) for v in inst.crop_windows[r].tolist()),
+                    image_size=tuple(int(v) for v in inst.image_size),
+                ))
+        return records
+
+    def _encode_image(self, inputs):
+        """(R, D) instance means, (R,) valid and (R,) mask-from-SAM-2 flags of one image."""
+        image = inputs["image"].to(self.device).to(torch.float32) / 255.0
+        inst = inputs["instances"].to(self.device)
+        masks = inst.gt_masks.to(torch.float32)
+        from_sam2 = torch.zeros_like(inst.has_mask)
+        if self.box_mask_source == "sam2" and not bool(inst.has_mask.all()):
+            from_sam2 = ~inst.has_mask
+            masks[from_sam2] = self._masks_from_boxes(inputs, inst.gt_boxes.tensor[from_sam2]).float()
+        if len(inst) == 0:
+            empty = torch.zeros((0,), dtype=torch.bool, device=self.device)
+            return torch.zeros((0, self.encoder.feature_dim), device=self.device), empty, empty
+        size = self.encoder.input_size
+        crops, mask_crops = [], []
+        for r, (x0, y0, x1, y1) in enumerate(inst.crop_windows.tolist()):
+            crop = image[None, :, y0:y1, x0:x1]
+            crops.append(F.interpolate(crop, size=(size, size), mode="bicubic"))
+            mask_crop = masks[r][None, None, y0:y1, x0:x1]
+            mask_crops.append(F.interpolate(mask_crop, size=(size, size), mode="bilinear"))
+        soft = torch.cat(mask_crops)
+        feats = self.encoder(torch.cat(crops))
+        weights = F.interpolate(soft, size=feats.shape[-2:], mode="nearest").reshape(len(crops), -1)
+        means, valid = ops.soft_masked_average(feats.flatten(2).transpose(1, 2), weights)
+        return means, valid, from_sam2
+
+    def _masks_from_boxes(self, inputs, boxes):
+        """SAM 2 masks (R, H, W) bool at the original size for xyxy boxes in original pixels."""
+        if "sam_image" not in inputs:
+            raise ValueError(
+                "Reference image {} has box-only annotations but no 'sam_image'".format(
+                    inputs.get("file_name", "?")
+                )
+            )
+        height, width = inputs["image"].shape[-2:]
+        size = self.prompter.input_size
+        sam_image = inputs["sam_image"].to(self.device).to(torch.float32)[None] / 255.0
+        scale = torch.tensor([size / width, size / height] * 2, device=self.device)
+        embedding, high_res = self.prompter.encode_image(sam_image)
+        logits = self.prompter.decode_boxes(embedding, high_res, boxes * scale)
+        return ops.upsample_mask_logits(logits, (height, width), self.upsample_chunk)

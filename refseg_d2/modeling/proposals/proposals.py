@@ -1,0 +1,155 @@
+"""
+The reference-independent part of the method: per target image, SAM 2's kept proposals and
+their pooled DINOv2 features (method-reference 3, steps 6-12 of section 13).
+
+Timer stages: "dinov2" (target features), "sam2_image_encoder", "sam2_prompt_decoding" (the
+point grid, best-of-3, predicted-IoU filter), "feature_pooling" (features on the mask grid,
+mask-pooled and normalised; low-resolution boxes) and "proposal_cache" (cache reads/writes).
+
+Shape shorthand: N kept proposals, D feature dimension, h x w the low-resolution mask grid
+(S / 4 for a SAM 2 input of S), H x W the original image size.
+"""
+import torch
+import torch.nn.functional as F
+
+from .. import ops
+
+
+class LogitMasks:
+    """Proposal masks held as low-resolution logits, upsampled on demand."""
+
+    def __init__(self, logits, chunk=64):
+        """
+        Args:
+            logits: (N, h, w) float mask logits.
+            chunk (int): masks upsampled at a time.
+        """
+        self.logits = logits
+        self.chunk = chunk
+
+    def full(self, indices, size):
+        """(k, H, W) bool: bilinear + antialias upsampling to ``size``, thresholded at 0."""
+        return ops.upsample_mask_logits(self.logits[indices], size, self.chunk)
+
+
+class Proposals:
+    """
+    The proposals of one target image.
+
+    Attributes:
+        features: (N, D) unit-norm pooled DINOv2 features (zero for an empty mask).
+        pred_ious: (N,) SAM 2 predicted IoUs.
+        boxes: (N, 4) int64 inclusive boxes on the low-resolution mask grid.
+        masks: the masks, with ``full(indices, size) -> (k, H, W) bool``: :class:`LogitMasks`,
+            or ``RLEMasks`` when read from the proposal cache.
+    """
+
+    def __init__(self, features, pred_ious, boxes, masks):
+        self.features = features
+        self.pred_ious = pred_ious
+        self.boxes = boxes
+        self.masks = masks
+
+    def __len__(self):
+        return self.pred_ious.shape[0]
+
+    def full_masks(self, indices, size):
+        """(k, H, W) bool full-resolution masks of the proposals ``indices`` (k,)."""
+        return self.masks.full(indices, size)
+
+
+class ProposalGenerator:
+    """
+    Target images -> :class:`Proposals`, with the encoder and SAM 2 prompter of the model (shared
+    modules, not copies) and an optional proposal cache.
+    """
+
+    def __init__(self, encoder, prompter, timer, amp_dtype=None, batch_encoder=False,
+                 upsample_chunk=64, cache=None):
+        """
+        Args:
+            encoder (nn.Module): the semantic encoder.
+            prompter (SAM2Prompter): SAM 2.
+            timer (StageTimer): where the stage times go.
+            amp_dtype (torch.dtype or None): autocast dtype of the SAM 2 and DINOv2 forwards.
+            batch_encoder (bool): encode all images of a batch with DINOv2 at once.
+            upsample_chunk (int): masks upsampled at a time.
+            cache (ProposalCache or None).
+        """
+        self.encoder = encoder
+        self.prompter = prompter
+        self.timer = timer
+        self.amp_dtype = amp_dtype
+        self.batch_encoder = batch_encoder
+        self.upsample_chunk = upsample_chunk
+        self.cache = cache
+
+    @property
+    def device(self):
+        return self.prompter.pixel_mean.device
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def __call__(self, batched_inputs):
+        """
+        Args:
+            batched_inputs (list[dict]): from ``RefSegTargetMapper``: "image" (3, S, S) uint8
+                RGB, "height", "width" (the output size) and "file_name" (for the cache).
+        Returns:
+            list[Proposals], one per input.
+        """
+        results = [None] * len(batched_inputs)
+        if self.cache is not None:
+            with self.timer.stage("proposal_cache", self.device):
+                results = [self.cache.load(x, self.device) for x in batched_inputs]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if not todo:
+            return results
+        images = torch.stack([self._target_image(batched_inputs[i]) for i in todo])
+        with self.timer.stage("dinov2", self.device), self._autocast():
+            size = self.encoder.input_size
+            enc_in = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+            if self.batch_encoder:
+                feature_maps = self.encoder(enc_in).float()
+            else:
+                feature_maps = torch.cat([self.encoder(x[None]).float() for x in enc_in])
+        for i, image, feature_map in zip(todo, images, feature_maps):
+            results[i] = self._propose_one(image[None], feature_map)
+            if self.cache is not None:
+                inputs = batched_inputs[i]
+                with self.timer.stage("proposal_cache", self.device):
+                    size = (int(inputs["height"]), int(inputs["width"]))
+                    every = torch.arange(len(results[i]), device=self.device)
+                    self.cache.save(inputs, results[i], results[i].full_masks(every, size))
+        return results
+
+    def _target_image(self, inputs):
+        """(3, S, S) float image in [0, 1] on the device."""
+        image = inputs["image"].to(self.device)
+        size = self.prompter.input_size
+        if image.dim() != 3 or tuple(image.shape) != (3, size, size):
+            raise ValueError(
+                "Image {} has shape {}, expected (3, {s}, {s}): targets must come from "
+                "RefSegTargetMapper".format(inputs.get("file_name", "?"), tuple(image.shape), s=size)
+            )
+        return image.to(torch.float32) / 255.0
+
+    def _propose_one(self, image, feature_map):
+        """image (1, 3, S, S) in [0, 1], feature_map (D, g, g) -> Proposals."""
+        timer, dev = self.timer, self.device
+        with timer.stage("sam2_image_encoder", dev), self._autocast():
+            embedding, high_res = self.prompter.encode_image(image)
+        with timer.stage("sam2_prompt_decoding", dev), self._autocast():
+            logits, pred_ious = self.prompter.decode_point_grid(embedding, high_res)
+        logits, pred_ious = logits.float(), pred_ious.float()
+        with timer.stage("feature_pooling", dev):
+            n, h, w = logits.shape
+            grid = F.interpolate(
+                feature_map[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True
+            )[0]
+            grid = grid.reshape(grid.shape[0], h * w).t()
+            low_res = logits > 0
+            features = ops.masked_average_features(low_res.reshape(n, h * w), grid)
+            boxes = ops.masks_to_boxes_inclusive(low_res)
+        return Proposals(features, pred_ious, boxes, LogitMasks(logits, self.upsample_chunk))

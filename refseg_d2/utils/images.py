@@ -1,0 +1,39 @@
+"""Reading images as the reference does (PIL, RGB), with errors that name the file."""
+import os
+
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def is_image_file(path):
+    """Whether ``path`` has an image file extension."""
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def read_rgb(file_name, apply_exif=False):
+    """Read an image file as an RGB PIL image (any mode is converted)."""
+    try:
+        with open(file_name, "rb") as f:
+            image = Image.open(f)
+            image.load()
+    except FileNotFoundError as e:
+        raise FileNotFoundError("Image file not found: {}".format(file_name)) from e
+    except Exception as e:
+        raise IOError("Cannot read image {}: {}".format(file_name, e)) from e
+    if apply_exif:
+        image = ImageOps.exif_transpose(image)
+    return image.convert("RGB")
+
+
+def image_size(file_name, apply_exif=False):
+    """(width, height) of an image file from its header, after EXIF orientation if asked."""
+    try:
+        with Image.open(file_name) as image:
+            if apply_exif:
+                return ImageOps.exif_transpose(image).size
+            return image.size
+    except FileNotFoundError as e:
+        raise FileNotFoundError("Image file not found: {}".format(file_name)) from e
+    except Exception as e:
+        raise IOError("Cannot read image {}: {}".format(file_name, e)) from e
