@@ -14,6 +14,7 @@ slot comes from.
 import logging
 import os
 
+import torch
 import torch.nn as nn
 from detectron2.checkpoint import DetectionCheckpointer
 
@@ -54,6 +55,10 @@ class RefSegCheckpointer(DetectionCheckpointer):
             return super()._load_file(filename)
         except Exception as e:
             raise ValueError("Cannot read memory file {}: {}".format(filename, e)) from e
+
+    def _torch_load(self, f):
+        """Memory files hold tensors and plain Python values only: never unpickle code."""
+        return torch.load(f, map_location="cpu", weights_only=True)
 
     def _load_model(self, checkpoint):
         path = getattr(self, "_path", "<checkpoint>")
