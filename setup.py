@@ -22,6 +22,10 @@ setup(
         "iopath>=0.1.10,<0.1.11",
         "hydra-core>=1.3.2",
         "pycocotools>=2.0.7",
+        # MODEL.REFSEG.EVAL.COCO_IMPL faster_coco_eval (opt-in COCOeval drop-in).
+        "faster-coco-eval>=1.8.0",
+        # LVIS v1 benchmark: Detectron2's load_lvis_json and LVISEvaluator.
+        "lvis>=0.5.3",
         "opencv-python-headless",
         "Pillow",
         "numpy",

@@ -187,7 +187,7 @@ class RefSegPredictor:
                 ann = {"category_id": label, "iscrowd": 0}
             if boxes is not None:
                 box = [float(v) for v in boxes[r]]
-                if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+                if len(box) != 4 or not all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
                     raise ValueError("Box {} of {} is not a XYXY box: {}".format(r, what, box))
                 ann["bbox"], ann["bbox_mode"] = box, BoxMode.XYXY_ABS
             annotations.append(ann)

@@ -24,7 +24,7 @@ from refseg_d2.data.datasets.coco20i import split_category_ids
 from refseg_d2.data.ground_truth import prepare_ground_truth
 
 PREFIXES = ("coco_fsod_", "coco20i_", "voc_0712_", "voc_2007_test_", "voc_fewshot_", "voc_tfa_",
-            "cdfsod_")
+            "cdfsod_", "coco_tfa_", "coco_gfsod_", "lvis_v1_train_")
 BASE_ID = 8  # truck, not a novel class
 
 
@@ -212,8 +212,10 @@ def test_importing_the_package_registers_the_paper_seeds_only_and_opens_no_datas
               "coco20i_split1_val"]
     out = run_auditing_opens(tmp_path, code, wanted)
     # COCO-FSOD 1 + 6 shots x 10 seeds; VOC 2 + 3 splits x (2 + 5 shots x (1 + 10 TFA seeds));
-    # CD-FSOD 6 x 2 (with_segm or not) x (3 shots x 2 + 2); COCO-20i 4 x (1 + 2 shots).
-    assert "OURS {}\n".format(61 + 173 + 96 + 12) in out
+    # CD-FSOD 6 x 2 (with_segm or not) x (3 shots x 2 + 2); COCO-20i 4 x (1 + 2 shots);
+    # FsDet COCO seed files 2 splits x 6 shots x 10 seeds; gFSOD 1 + 6 shots x 10 seeds; LVIS
+    # 5 shots x 1 seed (lvis_v1_val is Detectron2's name).
+    assert "OURS {}\n".format(61 + 173 + 96 + 12 + 120 + 61 + 5) in out
     assert "WANTED True" in out
     assert "SEED7 False" in out and "SEED7_BY_NAME True" in out
     assert "OPENED []" in out

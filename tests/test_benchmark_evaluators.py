@@ -142,3 +142,45 @@ def test_coco20i_test_sets_get_instance_and_semantic_evaluators(tmp_path):
     kinds = sorted(type(e).__name__ for e in evaluator._evaluators)
     assert kinds == ["InstancesToSemanticEvaluator", "RefSegCOCOEvaluator"]
     assert set(evaluator._evaluators[0]._tasks) == {"bbox", "segm"}
+
+
+# Small objects: a box 1 px short would have IoU 0.81 (9 x 9 of 10 x 10) and fail from IoU 0.85.
+VOC_SMALL = {
+    "000010": [("bird", 0, (11, 21, 20, 30)), ("bird", 1, (100, 30, 150, 90)),
+               ("bus", 0, (30, 90, 39, 99)), ("cow", 0, (120, 95, 127, 110))],
+    "000011": [("bird", 0, (20, 20, 31, 29)), ("motorbike", 0, (100, 20, 109, 29)),
+               ("sofa", 0, (20, 90, 29, 99))],
+}
+
+
+def test_predictions_equal_to_the_annotated_objects_score_100_at_every_iou_in_both_metrics(
+        tmp_path):
+    from refseg_d2.modeling.ops import masks_to_boxes_inclusive
+
+    register_under(tmp_path)
+    make_voc_tree(str(tmp_path), test_objects=VOC_SMALL)
+    cfg = get_cfg()
+    add_refseg_config(cfg)
+    name = "voc_2007_test_novel1"
+    classes = ["bird", "bus", "cow", "motorbike", "sofa"]
+    evaluator = RefSegTrainer.build_evaluator(cfg, name, output_folder=str(tmp_path / "eval"))
+    evaluator.reset()
+    dicts = {d["file_name"].rsplit("/", 1)[-1]: d for d in DatasetCatalog.get(name)}
+    for file_id, objects in VOC_SMALL.items():
+        masks, labels = [], []
+        for cls, difficult, (x0, y0, x1, y1) in objects:
+            if difficult:
+                continue
+            mask = np.zeros((150, 200), dtype=bool)
+            mask[y0 - 1 : y1, x0 - 1 : x1] = True      # XML: 1-based, inclusive
+            masks.append(mask)
+            labels.append(classes.index(cls))
+        masks = torch.from_numpy(np.stack(masks))
+        boxes = masks_to_boxes_inclusive(masks).float().tolist()   # what the model outputs
+        inst = _instances((150, 200), boxes, [0.9] * len(labels), labels, masks)
+        evaluator.process([dicts[file_id + ".jpg"]], [{"instances": inst}])
+    res = evaluator.evaluate()
+    for key in ("AP", "AP50", "AP75"):
+        assert res["voc07_bbox"][key] == pytest.approx(100.0), key
+        assert res["bbox"][key] == pytest.approx(100.0), key
+    assert all(res["voc07_bbox"]["AP50-" + c] == pytest.approx(100.0) for c in classes)

@@ -167,3 +167,41 @@ def test_a_memory_of_another_feature_size_is_refused(model_and_cfg):
     model, _ = model_and_cfg
     with pytest.raises(ValueError, match="768-d features"):
         model.set_memory(MemoryBank(768, {"name": "dinov2_vitb14"}))
+
+
+def test_reference_crops_in_bounded_batches_give_identical_features_and_copies_are_encoded_once(
+        model_and_cfg, synthetic, tmp_path):
+    from common import register_edited
+
+    from refseg_d2 import build_memory
+
+    def copies(data):
+        first = data["annotations"][0]
+        data["annotations"] += [dict(first, id=90000 + k) for k in range(3)]   # CD-FSOD style
+
+    model, cfg = model_and_cfg
+    name = register_edited("model_refs_copies", synthetic["refs"], tmp_path, copies)
+    encoder, calls = model.reference_encoder, []
+    real = encoder._encode_crops
+
+    def counting(image, masks, windows, rows):
+        calls.append(len(rows))
+        return real(image, masks, windows, rows)
+
+    encoder._encode_crops = counting
+    try:
+        memories = {}
+        for per_batch in (0, 1, 2):
+            encoder.crops_per_batch = per_batch
+            calls.clear()
+            memories[per_batch], _ = build_memory(cfg, model, [name])
+            assert max(calls) <= (per_batch or max(calls))
+            encoded = sum(calls)
+    finally:
+        encoder._encode_crops = real
+        encoder.crops_per_batch = cfg.MODEL.REFSEG.MEMORY.CROPS_PER_BATCH
+    annotations = sum(len(d["annotations"]) for d in DatasetCatalog.get(name))
+    assert encoded == annotations - 3                    # the 3 copies reuse the first's feature
+    for per_batch in (1, 2):
+        assert torch.equal(memories[per_batch].instance_features, memories[0].instance_features)
+    assert int(memories[0].counts.sum()) == annotations

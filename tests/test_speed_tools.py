@@ -13,10 +13,11 @@ def test_benchmark_reports_stages_memory_and_a_cached_sweep(random_weights, synt
     sam2, dinov2 = random_weights
     report = benchmark.main([
         "--config-file", TINY_CONFIG, "--num-images", "2", "--sweep", "2",
-        "--output", str(tmp_path),
+        "--output", str(tmp_path), "--target-sizes", "150x100", "40x30",
         "--register", "bench_r", *synthetic["refs"], "--register", "bench_t", *synthetic["targets"],
         "DATASETS.REFERENCE", '("bench_r",)', "DATASETS.TEST", '("bench_t",)',
         "MODEL.REFSEG.SAM2.WEIGHTS", sam2, "MODEL.REFSEG.ENCODER.WEIGHTS", dinov2,
+        "MODEL.REFSEG.NMS_THRESH", "1.0", "DATALOADER.NUM_WORKERS", "1",
     ])
     with open(os.path.join(str(tmp_path), "benchmark.json")) as f:
         saved = json.load(f)
@@ -26,7 +27,12 @@ def test_benchmark_reports_stages_memory_and_a_cached_sweep(random_weights, synt
                             "sam2_prompt_decoding", "feature_pooling", "classification_nms",
                             "mask_upsampling", "soft_merging"]
     assert all(seconds >= 0 for seconds in stages.values())
-    assert saved["peak_memory"]["cpu_rss_mib"] > 0
+    assert list(saved["peak_memory"]) == ["model_build", "memory_fill", "inference", "sweep"]
+    for phase in saved["peak_memory"].values():
+        assert phase["cpu_rss_peak_mib"] >= phase["cpu_rss_start_mib"] > 0
+    sizes = saved["target_sizes"]
+    assert list(sizes) == ["150x100", "40x30"]
+    assert all(r["images"] == 1 and r["peak_memory"]["cpu_rss_peak_mib"] > 0 for r in sizes.values())
     runs = saved["sweep"]["runs"]
     assert [r["cache_hits"] for r in runs] == [0, 2]
     assert saved["sweep"]["sweep_over_single_run"] > 0
@@ -68,12 +74,46 @@ def test_batched_dinov2_gives_the_predictions_of_one_image_at_a_time(random_weig
         assert torch.allclose(a.scores, b.scores, atol=1e-4)
 
 
-def test_compile_flag_compiles_the_encoders(random_weights, tmp_path):
-    from common import tiny_cfg
+def test_compile_flag_compiles_what_runs_without_recompiling_per_image(random_weights, synthetic, tmp_path):
+    """DINOv2 forward_features, the SAM 2 image encoder, the decoder's transformer and
+    upscaling: 4 frames on the first image, none more on the next ones (eager backend: the
+    tracing and guards of torch.compile without code generation)."""
+    import torch
+    from common import register, tiny_cfg
+    from detectron2.data import DatasetCatalog
+    from torch._dynamo.utils import counters
 
-    from refseg_d2 import RefSegTrainer
+    from refseg_d2 import RefSegTargetMapper, RefSegTrainer
 
-    model = RefSegTrainer.build_model(tiny_cfg(random_weights, tmp_path,
-                                               ["MODEL.REFSEG.ACCEL.COMPILE", True]))
-    assert model.encoder.backbone._compiled_call_impl is not None
-    assert model.prompter.sam.image_encoder._compiled_call_impl is not None
+    torch._dynamo.reset()
+    counters.clear()
+    cfg = tiny_cfg(random_weights, tmp_path, [
+        "MODEL.REFSEG.ACCEL.COMPILE", True, "MODEL.REFSEG.ACCEL.COMPILE_BACKEND", "eager",
+        "MODEL.REFSEG.SAM2.DECODER", "shared"])
+    model = RefSegTrainer.build_model(cfg)
+    mapper = RefSegTargetMapper(cfg)
+    dicts = DatasetCatalog.get(register("compile_t", synthetic["targets"]))[:3]
+    frames = []
+    with torch.no_grad():
+        for d in dicts:
+            model.compute_proposals([mapper(d)])
+            frames.append((counters["frames"]["ok"], counters["stats"]["unique_graphs"]))
+    assert frames[0] == (4, 4)
+    assert frames[1:] == [frames[0]] * 2
+    assert not counters["recompiles"]
+
+
+def test_tf32_flag_switches_cuda_matmuls_and_convolutions():
+    import torch
+
+    from refseg_d2.modeling.proposals.accel import set_tf32
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        set_tf32(False)
+        assert not torch.backends.cuda.matmul.allow_tf32
+        set_tf32(True)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

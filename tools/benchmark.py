@@ -10,17 +10,27 @@ on the first N images of its test dataset, as a table and as JSON. Works on CPU 
 Without datasets in the config it benchmarks the synthetic demo data. ``--sweep K`` also
 measures what the proposal cache buys a seed sweep: K runs (memory filling + inference) with
 different reference subsets and the cache on, against one uncached run; it reports the ratio.
+``--target-sizes 640x480 1920x1080`` also times inference on synthetic targets of those sizes.
+
+What is measured: target images are read and squashed in loader workers
+(``DATALOADER.NUM_WORKERS``, the test loader of train_net); "image_loading" is the time spent
+waiting for the loader. CUDA is synchronised before every clock read. Peak memory is reset per
+phase (model build, memory filling, inference, each target size, the sweep): on CUDA the
+allocator's peak allocated and reserved bytes; on CPU the peak resident set size sampled every
+5 ms by a thread (``/proc/self/statm``; a spike shorter than that can be missed), next to the
+process-lifetime peak (``getrusage``), which can only grow.
 """
 import json
 import logging
 import os
 import random
 import resource
+import threading
 import time
 from collections import OrderedDict, defaultdict
 
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.data.datasets import register_coco_instances
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
@@ -29,6 +39,7 @@ from refseg_d2 import RefSegTargetMapper, RefSegTrainer, fill_memory
 from refseg_d2.engine import build_cfg, register_datasets
 from refseg_d2.engine.defaults import refseg_tool_parser
 from refseg_d2.testing import make_demo_dataset
+from refseg_d2.testing.synthetic import make_split
 
 logger = logging.getLogger("refseg_d2.benchmark")
 
@@ -40,7 +51,23 @@ def parse_args(argv=None):
     p.add_argument("--sweep", type=int, default=0, help="also time a K-seed sweep with the cache")
     p.add_argument("--shots", type=int, default=1, help="references per class in sweep runs")
     p.add_argument("--output", default="output/benchmark", help="folder of the JSON and caches")
-    return p.parse_args(argv)
+    p.add_argument("--target-sizes", nargs="*", default=[], metavar="WxH",
+                   help="also time inference on synthetic targets of these sizes, e.g. 640x480")
+    p.add_argument("--size-images", type=int, default=1, help="images per target size")
+    args = p.parse_args(argv)
+    args.target_sizes = [parse_size(v) for v in args.target_sizes]
+    return args
+
+
+def parse_size(text):
+    """'640x480' -> (640, 480); errors name the option."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit("--target-sizes: {!r} is not WIDTHxHEIGHT (e.g. 640x480)".format(text))
+    if width < 1 or height < 1:
+        raise SystemExit("--target-sizes: {!r} must be positive".format(text))
+    return width, height
 
 
 def benchmark_cfg(args):
@@ -55,38 +82,115 @@ def benchmark_cfg(args):
     return cfg
 
 
-def peak_memory():
-    """Peak CPU RSS and peak CUDA memory allocated, in MiB."""
-    out = {"cpu_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
-    if torch.cuda.is_available():
-        out["gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
+def clock(device):
+    """time.perf_counter() after the device's queued work is done."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
-def time_inference(cfg, model, num_images, warmup):
-    """Run the model on the first images of DATASETS.TEST[0]; per-stage seconds per image."""
-    mapper = RefSegTargetMapper(cfg)
-    dicts = DatasetCatalog.get(cfg.DATASETS.TEST[0])[: warmup + num_images]
+def _rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakMemory:
+    """
+    Peak memory of one phase (a context manager); ``result`` after exit: cpu_rss_peak_mib
+    (sampled), cpu_rss_start_mib, process_max_rss_mib and, on CUDA, gpu_allocated_peak_mib and
+    gpu_reserved_peak_mib (peaks reset at entry).
+    """
+
+    def __init__(self, device, period=0.005):
+        self.cuda = str(device).startswith("cuda")
+        self.period = period
+        self.result = {}
+
+    def _sample(self):
+        while not self._stop.wait(self.period):
+            self._peak = max(self._peak, _rss_mib())
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self._start = self._peak = _rss_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self._stop.set()
+        self._thread.join()
+        self.result = {
+            "cpu_rss_peak_mib": max(self._peak, _rss_mib()),
+            "cpu_rss_start_mib": self._start,
+            "process_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        }
+        if self.cuda:
+            self.result["gpu_allocated_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+            self.result["gpu_reserved_peak_mib"] = torch.cuda.max_memory_reserved() / 2**20
+        return False
+
+
+def time_inference(cfg, model, num_images, warmup, dataset=None):
+    """
+    Run the model on the first images of ``dataset`` (default DATASETS.TEST[0]) through the
+    test loader (workers decode and squash images); per-stage seconds per image.
+    """
+    device = cfg.MODEL.DEVICE
+    dicts = DatasetCatalog.get(dataset or cfg.DATASETS.TEST[0])[: warmup + num_images]
+    batch = cfg.MODEL.REFSEG.ACCEL.IMAGES_PER_BATCH
+    loader = build_detection_test_loader(dicts, mapper=RefSegTargetMapper(cfg), batch_size=batch,
+                                         num_workers=cfg.DATALOADER.NUM_WORKERS)
+    load, seen, start = 0.0, 0, None
     with torch.no_grad():
-        for d in dicts[:warmup]:
-            model([mapper(d)])
-        model.timer.reset()
-        load = 0.0
-        start = time.perf_counter()
-        batch = cfg.MODEL.REFSEG.ACCEL.IMAGES_PER_BATCH
-        timed = dicts[warmup:]
-        for i in range(0, len(timed), batch):
-            t = time.perf_counter()
-            inputs = [mapper(d) for d in timed[i : i + batch]]
-            load += time.perf_counter() - t
+        it = iter(loader)
+        if warmup <= 0:
+            model.timer.reset()
+            start = clock(device)
+        while True:
+            t = clock(device)
+            try:
+                inputs = next(it)
+            except StopIteration:
+                break
+            if start is not None:
+                load += clock(device) - t
             model(inputs)
-        wall = time.perf_counter() - start
+            seen += len(inputs)
+            if start is None and seen >= warmup:
+                model.timer.reset()
+                start = clock(device)
+        wall = clock(device) - start if start is not None else 0.0
     n = max(model.timer.num_images, 1)
     stages = OrderedDict([("image_loading", load / n)])
     stages.update(model.timer.per_image())
     return {"images": model.timer.num_images, "wall_s": wall,
             "images_per_s": model.timer.num_images / wall if wall > 0 else 0.0,
             "per_image_s": stages}
+
+
+def time_target_sizes(cfg, model, args):
+    """Inference time and peak memory on synthetic targets of each --target-sizes size."""
+    out = OrderedDict()
+    root = os.path.join(args.output, "target_sizes")
+    for width, height in args.target_sizes:
+        key = "{}x{}".format(width, height)
+        name = "bench_size_{}".format(key)
+        split = make_split(root, name, args.size_images, seed=width * 7 + height, size=(width, height))
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        register_coco_instances(name, {}, split[0], split[1])
+        with PeakMemory(cfg.MODEL.DEVICE) as peak:
+            result = time_inference(cfg, model, args.size_images, 0, dataset=name)
+        result["peak_memory"] = peak.result
+        out[key] = result
+    return out
 
 
 def subset_dataset(name, shots, seed):
@@ -126,10 +230,10 @@ def subset_dataset(name, shots, seed):
 
 def timed_run(cfg, model, references, num_images):
     """Fill the memory from ``references`` and run inference; returns the seconds taken."""
-    start = time.perf_counter()
+    start = clock(cfg.MODEL.DEVICE)
     fill_memory(cfg, model, [references])
     time_inference(cfg, model, num_images, warmup=0)
-    return time.perf_counter() - start
+    return clock(cfg.MODEL.DEVICE) - start
 
 
 def sweep(cfg, args):
@@ -165,10 +269,18 @@ def main(argv=None):
     device = cfg.MODEL.DEVICE
     logger.info("Benchmarking %s on %s (%s)", args.config_file, cfg.DATASETS.TEST[0], device)
 
-    start = time.perf_counter()
-    model = RefSegTrainer.build_model(cfg)
-    build_s = time.perf_counter() - start
-    memory = fill_memory(cfg, model)
+    peaks = OrderedDict()
+    with PeakMemory(device) as peak:
+        start = clock(device)
+        model = RefSegTrainer.build_model(cfg)
+        build_s = clock(device) - start
+    peaks["model_build"] = peak.result
+    with PeakMemory(device) as peak:
+        memory = fill_memory(cfg, model)
+    peaks["memory_fill"] = peak.result
+    with PeakMemory(device) as peak:
+        inference = time_inference(cfg, model, args.num_images, args.warmup)
+    peaks["inference"] = peak.result
     report = {
         "config": args.config_file,
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
@@ -176,18 +288,27 @@ def main(argv=None):
         "model_build_s": build_s,
         "memory_fill_s": memory["seconds"],
         "memory_references": memory["references"],
-        "inference": time_inference(cfg, model, args.num_images, args.warmup),
+        "inference": inference,
     }
+    if args.target_sizes:
+        report["target_sizes"] = time_target_sizes(cfg, model, args)
     if args.sweep:
-        report["sweep"] = sweep(cfg, args)
-    report["peak_memory"] = peak_memory()
+        with PeakMemory(device) as peak:
+            report["sweep"] = sweep(cfg, args)
+        peaks["sweep"] = peak.result
+    report["peak_memory"] = peaks
 
     rows = [[k, "{:.4f}".format(v)] for k, v in report["inference"]["per_image_s"].items()]
     rows.append(["total (per image)", "{:.4f}".format(sum(report["inference"]["per_image_s"].values()))])
     print(tabulate(rows, headers=["stage", "seconds / image"], tablefmt="pipe"))
     print("images/s: {:.3f}  ({} images)".format(
         report["inference"]["images_per_s"], report["inference"]["images"]))
-    print("peak memory: " + ", ".join("{} {:.0f}".format(k, v) for k, v in report["peak_memory"].items()))
+    print(tabulate([[phase] + ["{:.0f}".format(v) for v in p.values()] for phase, p in peaks.items()],
+                   headers=["peak memory (MiB)"] + list(peaks["inference"]), tablefmt="pipe"))
+    for key, r in report.get("target_sizes", {}).items():
+        print("target {}: {:.3f} s/image, peak {}".format(
+            key, sum(r["per_image_s"].values()),
+            ", ".join("{} {:.0f}".format(k, v) for k, v in r["peak_memory"].items())))
     if args.sweep:
         s = report["sweep"]
         print("sweep of {} seeds with the cache: {:.1f}s = {:.2f} x one uncached run ({:.1f}s)".format(

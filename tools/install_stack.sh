@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Creates the virtual environment and installs the whole refseg-d2 stack into it.
 # Usage: tools/install_stack.sh PYTHON VENV_DIR
+# TORCH_INDEX (optional): a PyTorch wheel index for another CUDA build, e.g.
+#   TORCH_INDEX=https://download.pytorch.org/whl/cu126 (NVIDIA driver older than 580);
+#   unset: torch from PyPI (the CUDA 13.0 build, needs driver >= 580; also what CI uses).
 # Safe to re-run: every step is a no-op when its package is already at the pinned version.
 set -euo pipefail
 PYTHON_SYS="${1:-python3}"
@@ -19,13 +22,24 @@ PIP=("$PY" -m pip install --disable-pip-version-check -q)
 log "build tools (setuptools<82 keeps pkg_resources, which detectron2 imports)"
 "${PIP[@]}" "setuptools<82" wheel
 
-log "torch 2.14.1 + torchvision 0.29.1"
-"${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1" "setuptools<82"
+TORCH_INDEX="${TORCH_INDEX:-}"
+if [ -z "$TORCH_INDEX" ]; then
+  log "torch 2.14.1 + torchvision 0.29.1"
+  "${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1" "setuptools<82"
+else
+  log "torch 2.14.1 + torchvision 0.29.1 from TORCH_INDEX=$TORCH_INDEX"
+  "${PIP[@]}" --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple \
+    "torch==2.14.1" "torchvision==0.29.1"
+fi
 
 log "runtime dependencies of detectron2, sam2 and dinov2"
 "${PIP[@]}" "fvcore>=0.1.5,<0.1.6" "iopath>=0.1.10,<0.1.11" "pycocotools>=2.0.7" \
   "omegaconf>=2.1,<2.4" "hydra-core>=1.3.2" yacs tabulate termcolor cloudpickle \
-  matplotlib tqdm Pillow numpy scipy opencv-python-headless pytest "setuptools<82"
+  matplotlib tqdm Pillow numpy scipy opencv-python-headless pytest "setuptools<82" \
+  "faster-coco-eval==1.8.0"
+
+log "lvis 0.5.3 (LVIS API; --no-deps: it asks for opencv-python, which clashes with the headless build)"
+"${PIP[@]}" --no-deps "lvis==0.5.3"
 
 bash tools/install_detectron2.sh "$PY"
 
@@ -39,3 +53,4 @@ log "refseg_d2 in editable mode"
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 
 "$PY" -c "import torch, torchvision, detectron2, sam2, dinov2, refseg_d2; print('[install] ok: torch', torch.__version__, '| cuda', torch.cuda.is_available())"
+"$PY" tools/check_torch_build.py

@@ -37,6 +37,7 @@ import numpy as np
 
 from refseg_d2.engine import build_cfg, refseg_argument_parser
 from refseg_d2.engine.defaults import config_overrides
+from refseg_d2.utils.files import atomic_write
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 
@@ -119,9 +120,7 @@ def check_manifest(args):
                 )
             )
         return
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(manifest, f, indent=2)
+    atomic_write(path, lambda f: json.dump(manifest, f, indent=2), mode="w")
 
 
 def train_net_command(args, run_dir, names):
@@ -230,13 +229,16 @@ def write_tables(output_dir, config_file, table, metrics):
                      for s in seeds]
             total = _cell(*statistics(values)[:2]) if values else "-"
             lines.append("| {} | {} | {} |".format(k, " | ".join(cells), total))
-    with open(os.path.join(output_dir, "results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(output_dir, "results.csv"), "w", newline="") as f:
+    atomic_write(os.path.join(output_dir, "results.md"),
+                 lambda f: f.write("\n".join(lines) + "\n"), mode="w")
+
+    def write_csv(f):
         writer = csv.writer(f)
         header = ["shots", "metric", "n", "mean", "std", "ci95"]
         writer.writerow(header + ["seed_{}".format(s) for s in seeds])
         writer.writerows(csv_rows)
+
+    atomic_write(os.path.join(output_dir, "results.csv"), write_csv, mode="w")
     return "\n".join(lines)
 
 

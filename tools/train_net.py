@@ -18,10 +18,10 @@ import os
 from detectron2.engine import launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
-from detectron2.utils.file_io import PathManager
 
 from refseg_d2 import RefSegCheckpointer, RefSegTrainer, ensure_memory
 from refseg_d2.engine import refseg_argument_parser, setup
+from refseg_d2.utils.files import atomic_write
 
 logger = logging.getLogger("refseg_d2")
 
@@ -43,10 +43,12 @@ def main(args):
 
 
 def write_metrics(cfg, results):
-    """Write the evaluation results to OUTPUT_DIR/metrics.json (for scripts and sweeps)."""
+    """
+    Write the evaluation results to OUTPUT_DIR/metrics.json (for scripts and sweeps), atomically:
+    a sweep takes a run with a metrics.json as finished.
+    """
     path = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
-    with PathManager.open(path, "w") as f:
-        json.dump(results, f, indent=2)
+    atomic_write(path, lambda f: json.dump(results, f, indent=2), mode="w")
     logger.info("Metrics written to %s", path)
 
 

@@ -63,6 +63,12 @@ class RefSegTargetMapper:
         image = read_rgb(d["file_name"], self.apply_exif) if image is None else image.convert("RGB")
         d.setdefault("width", image.width)
         d.setdefault("height", image.height)
+        if (int(d["width"]), int(d["height"])) != image.size:
+            logger.warning(
+                "Target %s is %dx%d but its dataset entry says %dx%d: predictions are made at the "
+                "dataset size (as the reference implementation does)",
+                d.get("file_name"), image.width, image.height, int(d["width"]), int(d["height"]),
+            )
         d["image"] = pil_to_tensor(squash_resize(image, self.input_size))
         d.pop("annotations", None)
         d.pop("sem_seg_file_name", None)

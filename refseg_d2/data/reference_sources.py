@@ -30,7 +30,7 @@ import os
 import numpy as np
 import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 from PIL import Image
 
@@ -186,6 +186,22 @@ def register_reference_dicts(name, dicts, class_ids, class_names):
     return name
 
 
+def register_coco_file(name, json_file, image_root):
+    """
+    Register a COCO-format file as the dataset ``name`` (replacing an earlier registration),
+    as ``register_coco_instances`` does, keeping each annotation's "id" so that messages can
+    name it.
+    """
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(
+        name, lambda: load_coco_json(json_file, image_root, name, extra_annotation_keys=["id"])
+    )
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
+    return name
+
+
 def register_reference_source(name, kind, path, image_root=None):
     """
     Register a reference source as the dataset ``name``.
@@ -199,11 +215,7 @@ def register_reference_source(name, kind, path, image_root=None):
     if kind == "coco":
         if not os.path.isfile(path):
             raise FileNotFoundError("COCO reference file not found: {}".format(path))
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-        register_coco_instances(name, {}, path, image_root or os.path.dirname(path))
-        return name
+        return register_coco_file(name, path, image_root or os.path.dirname(path))
     loaders = {"boxes": load_box_references, "folder": load_folder_references}
     if kind not in loaders:
         raise ValueError("Unknown reference source {!r}; known: {}".format(kind, SOURCE_KINDS))

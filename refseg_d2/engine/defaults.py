@@ -13,12 +13,12 @@ import logging
 
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
-from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_refseg_config
+from ..data.reference_sources import register_coco_file
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,13 @@ def add_register_argument(parser):
 
 
 def register_datasets(entries):
-    """Register (name, json_file, image_root) triples as COCO-format instance datasets."""
+    """
+    Register (name, json_file, image_root) triples as COCO-format instance datasets (a name
+    already registered is left as it is).
+    """
     for name, json_file, image_root in entries or []:
         if name not in DatasetCatalog.list():
-            register_coco_instances(name, {}, json_file, image_root)
+            register_coco_file(name, json_file, image_root)
 
 
 def config_overrides(opts):

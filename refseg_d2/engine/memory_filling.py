@@ -9,7 +9,6 @@ process builds the identical :class:`MemoryBank` whatever the number of processe
 import logging
 import os
 import time
-from collections import Counter
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from ..data.datasets import resolve_datasets
 from ..data.mappers import RefSegReferenceMapper
 from ..data.reference_sources import shot_provenance
+from ..data.validation import validate_references
 from ..modeling.memory import RefSegCheckpointer
 
 logger = logging.getLogger(__name__)
@@ -69,9 +69,10 @@ def load_references(dataset_names):
     Returns:
         dicts (list[dict]): the concatenated dataset dicts, each with "refseg_index" (its
             position, used to order the memory);
-        class_ids (list[int]), class_names (list[str]).
+        class_ids (list[int]), class_names (list[str]);
+        parts (list[(str, list[dict])]): each dataset's name and dicts.
     """
-    dicts, classes = [], None
+    dicts, classes, parts = [], None, []
     for name in resolve_datasets(list(dataset_names)):
         part = DatasetCatalog.get(name)
         ids, names = dataset_classes(name)
@@ -85,8 +86,9 @@ def load_references(dataset_names):
                 )
             )
         dicts.extend(part)
+        parts.append((name, part))
     dicts = [dict(d, refseg_index=i) for i, d in enumerate(dicts)]
-    return dicts, classes[1], classes[2]
+    return dicts, classes[1], classes[2], parts
 
 
 def provenance_of(records, dicts):
@@ -128,17 +130,10 @@ def build_memory(cfg, model, dataset_names=None, with_provenance=False):
             "the references, or load a saved memory with MODEL.WEIGHTS"
         )
     start = time.perf_counter()
-    dicts, class_ids, class_names = load_references(names)
+    dicts, class_ids, class_names, parts = load_references(names)
+    r = cfg.MODEL.REFSEG.MEMORY
+    shots = validate_references(parts, class_names, r.CONTEXT_RATIO, r.BOX_MASK_SOURCE)
     check_image_files(dicts, "the reference dataset(s) {}".format(names))
-    shots = Counter(
-        a["category_id"] for d in dicts for a in d.get("annotations", []) if not a.get("iscrowd", 0)
-    )
-    missing = [n for c, n in enumerate(class_names) if shots[c] == 0]
-    if missing:
-        raise ValueError(
-            "Categories without any reference annotation in {}: {}. Every category of the "
-            "reference dataset needs at least one.".format(names, missing)
-        )
     logger.info(
         "Filling the memory from %s: %d images, %d annotations, %d classes",
         names, len(dicts), sum(shots.values()), len(class_names),

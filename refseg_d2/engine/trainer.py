@@ -13,6 +13,18 @@ from .memory_filling import check_image_files, check_memory_matches, ensure_memo
 logger = logging.getLogger(__name__)
 
 
+def check_test_dataset(dataset_name):
+    """Raise, before any model work, when a test dataset has no image or missing image files."""
+    resolve_datasets([dataset_name])
+    dicts = DatasetCatalog.get(dataset_name)
+    if not dicts:
+        raise ValueError(
+            "The test dataset {!r} has no images (its annotation file lists none, or its loader "
+            "returned none): nothing to evaluate".format(dataset_name)
+        )
+    check_image_files(dicts, "the test dataset {!r}".format(dataset_name))
+
+
 class RefSegTrainer(DefaultTrainer):
     """
     Only its class methods are used: RefSeg has no trainable parameter, so there is nothing
@@ -51,6 +63,8 @@ class RefSegTrainer(DefaultTrainer):
         categories of every test dataset, then evaluate as DefaultTrainer.test does.
         """
         refseg = unwrap_model(model)
+        for name in cfg.DATASETS.TEST:
+            check_test_dataset(name)
         ensure_memory(cfg, refseg)
         for name in cfg.DATASETS.TEST:
             check_memory_matches(refseg.memory, name)

@@ -7,7 +7,16 @@ names; default "coco"):
   evaluated classes, ``refseg_d2.data.ground_truth``);
 - ``pascal_voc``: Detectron2's PascalVOCDetectionEvaluator;
 - ``voc07``: VOC07 11-point AP of a VOC test set registered in COCO format (``voc07_bbox``);
-- ``semseg_from_instances``: mIoU of the instance predictions merged into semantic maps.
+- ``semseg_from_instances``: mIoU of the instance predictions merged into semantic maps;
+- ``gfsod_coco``: ``fewshot_coco`` plus bAP / nAP over the base / novel classes of the metadata
+  (:class:`GFSODCOCOEvaluator`, generalized few-shot COCO);
+- ``lvis``: Detectron2's LVISEvaluator (federated LVIS AP with APr / APc / APf; needs the
+  ``lvis`` package; :class:`RefSegLVISEvaluator` makes the PyPI release run under NumPy 2),
+  the datasets Detectron2 registers as LVIS (``lvis_v1_val``).
+
+Every COCO / LVIS evaluator gets ``MODEL.REFSEG.MAX_DETECTIONS`` (the model's top-k) as its
+maximum detections per image (the authors' 100 on every benchmark, LVIS included; LVIS's own
+protocol is 300).
 
 More types can be added with :func:`register_evaluator_type`.
 """
@@ -16,6 +25,8 @@ from detectron2.evaluation import DatasetEvaluators, PascalVOCDetectionEvaluator
 
 from ..data.ground_truth import prepare_ground_truth
 from .coco import RefSegCOCOEvaluator
+from .gfsod import GFSODCOCOEvaluator
+from .lvis import RefSegLVISEvaluator
 from .semantic import InstancesToSemanticEvaluator
 from .voc import VOCFewShotEvaluator
 
@@ -40,7 +51,7 @@ def _coco(cfg, dataset_name, output_folder):
     return RefSegCOCOEvaluator(
         dataset_name,
         output_dir=output_folder,
-        use_fast_impl=False,
+        coco_impl=cfg.MODEL.REFSEG.EVAL.COCO_IMPL,
         max_dets_per_image=cfg.MODEL.REFSEG.MAX_DETECTIONS,
     )
 
@@ -82,3 +93,24 @@ def build_evaluator(cfg, dataset_name, output_folder):
         )
     evaluators = [EVALUATOR_FACTORIES[t](cfg, dataset_name, output_folder) for t in types]
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+
+@register_evaluator_type("gfsod_coco")
+def _gfsod_coco(cfg, dataset_name, output_folder):
+    prepare_ground_truth(dataset_name)
+    return GFSODCOCOEvaluator(
+        dataset_name,
+        output_dir=output_folder,
+        coco_impl=cfg.MODEL.REFSEG.EVAL.COCO_IMPL,
+        max_dets_per_image=cfg.MODEL.REFSEG.MAX_DETECTIONS,
+    )
+
+
+@register_evaluator_type("lvis")
+def _lvis(cfg, dataset_name, output_folder):
+    return RefSegLVISEvaluator(
+        dataset_name,
+        tasks=("bbox", "segm"),
+        output_dir=output_folder,
+        max_dets_per_image=cfg.MODEL.REFSEG.MAX_DETECTIONS,
+    )

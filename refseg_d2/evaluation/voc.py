@@ -4,6 +4,7 @@ import tempfile
 from collections import OrderedDict, defaultdict
 
 from detectron2.evaluation import PascalVOCDetectionEvaluator
+from detectron2.structures import Boxes, Instances
 from detectron2.evaluation.pascal_voc_evaluation import voc_eval
 from detectron2.utils import comm
 
@@ -11,6 +12,17 @@ from detectron2.utils import comm
 def voc_file_id(file_name):
     """The VOC image id of an image file: ``.../JPEGImages/000005.jpg`` -> ``000005``."""
     return os.path.splitext(os.path.basename(file_name))[0]
+
+
+def _xml_frame(instances):
+    """A copy of ``instances`` whose inclusive boxes end one pixel further (x1 + 1, y1 + 1)."""
+    out = Instances(instances.image_size)
+    boxes = instances.pred_boxes.tensor.clone()
+    boxes[:, 2:] += 1
+    out.pred_boxes = Boxes(boxes)
+    out.scores = instances.scores
+    out.pred_classes = instances.pred_classes
+    return out
 
 
 class VOCFewShotEvaluator(PascalVOCDetectionEvaluator):
@@ -31,7 +43,15 @@ class VOCFewShotEvaluator(PascalVOCDetectionEvaluator):
         self.result_key = "voc07_bbox" if self._is_2007 else "voc12_bbox"
 
     def process(self, inputs, outputs):
+        """
+        Predicted boxes are the inclusive, 0-based extents of the masks (x1 is the last mask
+        column); the devkit compares them with the XML's 1-based inclusive coordinates.
+        Detectron2's evaluator adds 1 to xmin / ymin only (the inverse of its loader's
+        ``xmin - 1``), so x1 / y1 are shifted by 1 here: a mask equal to an annotated object
+        then has exactly the object's XML box.
+        """
         inputs = [dict(x, image_id=voc_file_id(x["file_name"])) for x in inputs]
+        outputs = [{"instances": _xml_frame(out["instances"])} for out in outputs]
         super().process(inputs, outputs)
 
     def _gathered_predictions(self):

@@ -17,11 +17,13 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.logger import log_every_n_seconds
 
+from ..config import check_refseg_config
 from ..utils.timing import StageTimer
 from .encoders import build_encoder
 from .matching import ProposalMatcher
 from .memory import MemoryBank, ReferenceEncoder
 from .proposals import ProposalCache, ProposalGenerator, SAM2Prompter, build_sam2_model
+from .proposals.accel import compile_models, set_tf32
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class RefSeg(nn.Module):
         merge_exponent=0.5,
         upsample_chunk=64,
         box_mask_source="sam2",
+        crops_per_batch=16,
         cache=None,
         amp="",
         batch_encoder=False,
@@ -68,6 +71,7 @@ class RefSeg(nn.Module):
             merge_exponent (float): exponent of the soft-merging decay.
             upsample_chunk (int): masks upsampled to full size at a time.
             box_mask_source (str): "sam2" or "box", the mask of a box-only reference.
+            crops_per_batch (int): reference crops encoded together (0: all of an image).
             cache (ProposalCache or None): cache of the reference-independent proposals.
             amp (str): "" (fp32), "bf16" or "fp16": autocast of the SAM 2 and DINOv2 forwards.
             batch_encoder (bool): encode all images of a batch with DINOv2 at once.
@@ -85,31 +89,38 @@ class RefSeg(nn.Module):
         self.matcher = ProposalMatcher(
             self.timer, nms_thresh, nms_keep_factor, max_detections, merge_exponent
         )
-        self.reference_encoder = ReferenceEncoder(encoder, prompter, box_mask_source, upsample_chunk)
+        self.reference_encoder = ReferenceEncoder(
+            encoder, prompter, box_mask_source, upsample_chunk, crops_per_batch
+        )
         self.register_state_dict_post_hook(_drop_frozen_weights)
 
     @classmethod
     def from_config(cls, cfg):
+        check_refseg_config(cfg)
         r = cfg.MODEL.REFSEG
         sam = build_sam2_model(
             r.SAM2.CONFIG, r.SAM2.WEIGHTS, r.SAM2.INPUT_SIZE, r.RANDOM_INIT, r.RANDOM_INIT_SEED
         )
         encoder = build_encoder(cfg)
-        prompter = SAM2Prompter(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH)
+        if r.ACCEL.AMP not in AMP_DTYPES:
+            raise ValueError("ACCEL.AMP must be one of {}, got {!r}".format(sorted(AMP_DTYPES), r.ACCEL.AMP))
+        prompter = SAM2Prompter(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH,
+                                r.SAM2.DECODER, r.SAM2.DECODER_CHUNK, AMP_DTYPES[r.ACCEL.AMP])
+        set_tf32(r.ACCEL.TF32)
         cache = None
         if r.CACHE.ENABLED:
             settings = {
                 "sam2": prompter.signature(r.SAM2.CONFIG),
                 "encoder": encoder.signature(),
                 "amp": r.ACCEL.AMP,
+                "tf32": r.ACCEL.TF32,
                 "batch_encoder": r.ACCEL.IMAGES_PER_BATCH > 1,
                 "apply_exif": r.INPUT.APPLY_EXIF,
             }
             cache = ProposalCache(r.CACHE.DIR or os.path.join(cfg.OUTPUT_DIR, "proposal_cache"), settings)
             logger.info("Proposal cache: %s", cache.dir)
         if r.ACCEL.COMPILE:
-            encoder.backbone.compile()
-            sam.image_encoder.compile()
+            compile_models(encoder, prompter, r.ACCEL.COMPILE_BACKEND)
         return {
             "encoder": encoder,
             "prompter": prompter,
@@ -119,6 +130,7 @@ class RefSeg(nn.Module):
             "merge_exponent": r.MERGE_EXPONENT,
             "upsample_chunk": r.UPSAMPLE_CHUNK,
             "box_mask_source": r.MEMORY.BOX_MASK_SOURCE,
+            "crops_per_batch": r.MEMORY.CROPS_PER_BATCH,
             "cache": cache,
             "amp": r.ACCEL.AMP,
             "batch_encoder": r.ACCEL.IMAGES_PER_BATCH > 1,

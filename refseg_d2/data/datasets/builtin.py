@@ -1,13 +1,15 @@
 """
 Registers the benchmark datasets of refseg_d2 (COCO-FSOD, PASCAL VOC few-shot, CD-FSOD,
-COCO-20i) under the dataset root ``$DETECTRON2_DATASETS`` (default ``datasets``), as
+COCO-20i, the fine-tuned baselines' protocols: TFA/FsDet COCO seed files, gFSOD, LVIS v1) under the dataset root ``$DETECTRON2_DATASETS`` (default ``datasets``), as
 Detectron2's own ``builtin.py`` does. Registration opens no file: every file is read, converted
 or sampled when its dataset is first used, and a missing one is an error naming its path.
 
 Import registers every test set, the unseeded reference sets (CD-FSOD) and the seeded
 reference sets of the paper's seeds only: COCO-FSOD ``coco_fsod.PAPER_SEEDS``, VOC sampled sets
 ``voc_fewshot.PAPER_SEED`` (33), COCO-20i ``coco20i.PAPER_SEED`` (42) and the TFA/FsDet VOC seed
-files ``voc_fewshot.TFA_SEEDS`` (0-9), each for every shot count of its benchmark. Any other
+files ``voc_fewshot.TFA_SEEDS`` (0-9), the TFA/FsDet COCO seed files ``coco_tfa.FSDET_SEEDS``
+(0-9, all FsDet has: other seeds are an error), the gFSOD sampled sets (``coco_fsod.PAPER_SEEDS``)
+and LVIS ``lvis.PAPER_SEED`` (42), each for every shot count of its benchmark. Any other
 seed or shot count of those names is registered on demand, under the same root:
 
 - :func:`resolve_datasets` registers the seeded names of a list that are not registered yet
@@ -26,7 +28,10 @@ from detectron2.data import DatasetCatalog
 from .cdfsod import register_cdfsod
 from .coco20i import register_coco20i, register_coco20i_references
 from .coco_fsod import register_coco_fsod, register_coco_fsod_references
+from .coco_gfsod import register_coco_fsod_all_references, register_coco_gfsod
+from .coco_tfa import register_coco_tfa, register_coco_tfa_all, register_coco_tfa_novel
 from .common import datasets_root
+from .lvis import register_lvis_references, register_lvis_v1
 from .voc_fewshot import register_tfa_references, register_voc_fewshot, register_voc_references
 
 # Shot counts from 1 and seeds without leading zeros, so that the registered name (made from the
@@ -44,6 +49,11 @@ _SEEDED_PATTERNS = (
      register_voc_references),
     (re.compile(r"voc_tfa_split([1-3])_novel_{}_{}$".format(_SHOTS, _SEED)),
      register_tfa_references),
+    (re.compile(r"coco_fsod_train_all_{}_{}$".format(_SHOTS, _SEED)),
+     register_coco_fsod_all_references),
+    (re.compile(r"coco_tfa_novel_{}_{}$".format(_SHOTS, _SEED)), register_coco_tfa_novel),
+    (re.compile(r"coco_tfa_all_{}_{}$".format(_SHOTS, _SEED)), register_coco_tfa_all),
+    (re.compile(r"lvis_v1_train_{}_{}$".format(_SHOTS, _SEED)), register_lvis_references),
 )
 
 
@@ -61,6 +71,9 @@ def register_all(root):
     register_voc_fewshot(root)
     register_cdfsod(root)
     register_coco20i(root)
+    register_coco_tfa(root)
+    register_coco_gfsod(root)
+    register_lvis_v1(root)
     _REGISTERED["root"] = root
 
 

@@ -16,6 +16,17 @@ The algorithm:
    annotation per image until ``shots`` images are taken.
 4. Too few valid annotations is an error. So is, here, a wanted category without any
    annotation (the authors' code silently leaves it out, and its memory would lack the class).
+
+LVIS (the authors' ``--dataset lvis``: ``remove_bad=False``, ``allow_invalid=True``,
+``allow_duplicates=True``) relaxes step 4 for rare classes:
+
+- a class with no valid annotation takes the first ``shots`` of its invalid ones in shuffled
+  order (``allow_invalid``; images may repeat);
+- a class with fewer than ``shots`` picks then repeats them cyclically, first, second, ...,
+  first again, until it has ``shots`` (``allow_duplicates``); the copies are distinct
+  annotations of the written file (:func:`picks_to_coco`), so each is one shot of the memory.
+- a class with some valid annotations but fewer than ``shots`` ignores its invalid ones;
+- a class without any annotation is still an error (the authors' code fails on it too).
 """
 import random
 from collections import OrderedDict
@@ -56,7 +67,8 @@ def _coco_index(data):
     return anns, imgs
 
 
-def sample_references(data, category_ids, shots, seed, remove_bad=True, source="<dict>"):
+def sample_references(data, category_ids, shots, seed, remove_bad=True, source="<dict>",
+                      allow_invalid=False, allow_duplicates=False):
     """
     Args:
         data (dict): a COCO-format dict (e.g. instances_train2017.json loaded).
@@ -65,9 +77,14 @@ def sample_references(data, category_ids, shots, seed, remove_bad=True, source="
         seed (int): the seed of ``random.seed``.
         remove_bad (bool): drop annotations with ``isimpossible == 1``.
         source (str): named in errors.
+        allow_invalid (bool): a class without a valid annotation takes its invalid ones
+            (the authors' LVIS rule, see the module docstring).
+        allow_duplicates (bool): a class with fewer than ``shots`` picks repeats them
+            cyclically up to ``shots`` instead of being an error (LVIS).
     Returns:
-        OrderedDict: category id -> list of ``shots`` (image_id, ann_id), in sampling order,
-        categories in order of first appearance in the annotations.
+        OrderedDict: category id -> list of ``shots`` (image_id, ann_id), in sampling order
+        (repeated pairs with ``allow_duplicates``), categories in order of first appearance in
+        the annotations.
     """
     wanted = set(category_ids)
     anns, imgs = _coco_index(data)
@@ -87,9 +104,11 @@ def sample_references(data, category_ids, shots, seed, remove_bad=True, source="
     picks = OrderedDict()
     for cat_id, pairs in per_cat.items():
         rng.shuffle(pairs)
-        taken_images, chosen = set(), []
+        taken_images, chosen, invalid = set(), [], []
         for image_id, ann_id in pairs:
             if not is_valid_annotation(anns[ann_id], imgs[image_id]):
+                if allow_invalid:
+                    invalid.append((image_id, ann_id))
                 continue
             if image_id in taken_images:
                 continue
@@ -97,6 +116,11 @@ def sample_references(data, category_ids, shots, seed, remove_bad=True, source="
             chosen.append((image_id, ann_id))
             if len(chosen) >= shots:
                 break
+        if len(chosen) < shots and allow_duplicates:
+            chosen = chosen or invalid[:shots]
+            if chosen:
+                picks[cat_id] = [chosen[i % len(chosen)] for i in range(shots)]
+                continue
         if len(chosen) < shots:
             raise ValueError(
                 "{}: category {} has only {} valid annotations in distinct images, {} shots "
@@ -112,7 +136,10 @@ def picks_to_coco(data, picks, category_ids):
     """
     The COCO dict of the sampled references: the images of the picks (file order), only the
     picked annotations, and the categories ``category_ids`` sorted by id. An image picked for
-    several categories appears once with all its picked annotations.
+    several categories appears once with all its picked annotations. An annotation picked
+    more than once (``allow_duplicates``) is written once per pick: the repeats follow the
+    annotations in pick order, with fresh ids (from the largest id of ``data`` + 1) and
+    ``refseg_copy_of`` = the original id.
     """
     anns, _ = _coco_index(data)
     chosen_anns = {ann_id for pairs in picks.values() for _, ann_id in pairs}
@@ -121,6 +148,13 @@ def picks_to_coco(data, picks, category_ids):
     out = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
     out["images"] = [img for img in data.get("images", []) if img["id"] in chosen_imgs]
     out["annotations"] = [anns[a] for a in anns if a in chosen_anns]
+    seen, next_id = set(), max(anns, default=0) + 1
+    for pairs in picks.values():
+        for _, ann_id in pairs:
+            if ann_id in seen:
+                out["annotations"].append(dict(anns[ann_id], id=next_id, refseg_copy_of=ann_id))
+                next_id += 1
+            seen.add(ann_id)
     out["categories"] = sorted(
         (c for c in data.get("categories", []) if c["id"] in keep), key=lambda c: c["id"]
     )
@@ -130,7 +164,7 @@ def picks_to_coco(data, picks, category_ids):
     return out
 
 
-def sampled_references_json(out_path, source_json, categories, shots, seed, what):
+def sampled_references_json(out_path, source_json, categories, shots, seed, what, rules=None):
     """
     The path of the sampled reference set (COCO format) of ``source_json``, sampled at first
     use and reused afterwards (rebuilt when the source file changes).
@@ -138,14 +172,21 @@ def sampled_references_json(out_path, source_json, categories, shots, seed, what
     Args:
         categories (dict): {category id: name} of the sampled classes; checked against the file.
         what (str): the dataset name, named in errors.
+        rules (dict or None): keyword arguments of :func:`sample_references` that change the
+            authors' default rules (``remove_bad``, ``allow_invalid``, ``allow_duplicates``;
+            LVIS), recorded in the sidecar.
     """
     require_file(source_json, what)
+    rules = dict(rules or {})
 
     def build():
         data = load_json(source_json, what)
         check_category_ids(data, categories, source_json)
-        picks = sample_references(data, sorted(categories), shots, seed, source=source_json)
+        picks = sample_references(data, sorted(categories), shots, seed, source=source_json,
+                                  **rules)
         return picks_to_coco(data, picks, sorted(categories))
 
     params = {"categories": sorted(categories), "shots": shots, "seed": seed, "sampler": "ntt"}
+    if rules:
+        params["rules"] = rules
     return derived_json(out_path, [source_json], params, build)

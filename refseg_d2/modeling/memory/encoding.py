@@ -8,6 +8,8 @@ averaged with the mask resized to the patch grid by nearest (top-left) sampling 
 
 Shape shorthand: R annotations of an image, S encoder input side, g = S / patch, D features.
 """
+import hashlib
+
 import torch
 import torch.nn.functional as F
 
@@ -17,16 +19,40 @@ from .records import ReferenceRecord
 BOX_MASK_SOURCES = ("sam2", "box")
 
 
+def _distinct_references(windows, masks):
+    """
+    The annotations of an image to encode: one per distinct (crop window, mask), so that copies
+    of an annotation (CD-FSOD repeats an image's first one up to K times) are encoded once.
+
+    Args:
+        windows (list): R crop windows; masks: (R, H, W).
+    Returns:
+        (list[int] rows to encode, (R,) int64 tensor: the position in that list of each row).
+    """
+    rows, index_of, seen = [], [], {}
+    for r, (x0, y0, x1, y1) in enumerate(windows):
+        crop = masks[r, y0:y1, x0:x1]
+        key = (x0, y0, x1, y1, hashlib.sha1(crop.cpu().numpy().tobytes()).digest())
+        if key not in seen:
+            seen[key] = len(rows)
+            rows.append(r)
+        index_of.append(seen[key])
+    return rows, torch.tensor(index_of, dtype=torch.int64, device=masks.device)
+
+
 class ReferenceEncoder:
     """Turns reference inputs (from ``RefSegReferenceMapper``) into :class:`ReferenceRecord` s."""
 
-    def __init__(self, encoder, prompter, box_mask_source="sam2", upsample_chunk=64):
+    def __init__(self, encoder, prompter, box_mask_source="sam2", upsample_chunk=64,
+                 crops_per_batch=16):
         """
         Args:
             encoder (nn.Module): the semantic encoder (``refseg_d2.modeling.encoders``).
             prompter (SAM2Prompter): SAM 2, for the masks of box-only references.
             box_mask_source (str): "sam2" (box prompt) or "box" (the filled box rectangle).
             upsample_chunk (int): SAM 2 masks upsampled to the image size at a time.
+            crops_per_batch (int): reference crops encoded together (0: all crops of an image);
+                the features do not depend on it.
         """
         if box_mask_source not in BOX_MASK_SOURCES:
             raise ValueError(
@@ -38,6 +64,7 @@ class ReferenceEncoder:
         self.prompter = prompter
         self.box_mask_source = box_mask_source
         self.upsample_chunk = upsample_chunk
+        self.crops_per_batch = crops_per_batch
 
     @property
     def device(self):
@@ -86,18 +113,35 @@ class ReferenceEncoder:
         if len(inst) == 0:
             empty = torch.zeros((0,), dtype=torch.bool, device=self.device)
             return torch.zeros((0, self.encoder.feature_dim), device=self.device), empty, empty
+        windows = inst.crop_windows.tolist()
+        distinct, index_of = _distinct_references(windows, masks)
+        means = torch.empty((len(distinct), self.encoder.feature_dim), device=self.device)
+        valid = torch.empty((len(distinct),), dtype=torch.bool, device=self.device)
+        step = self.crops_per_batch or len(distinct)
+        for start in range(0, len(distinct), step):
+            part = distinct[start : start + step]
+            means[start : start + len(part)], valid[start : start + len(part)] = self._encode_crops(
+                image, masks, [windows[r] for r in part], part
+            )
+        return means[index_of], valid[index_of], from_sam2
+
+    def _encode_crops(self, image, masks, windows, rows):
+        """
+        Instance means of a batch of crops: image (3, H, W) in [0, 1], masks (R, H, W) float,
+        the crop windows of ``rows`` -> (B, D) means and (B,) valid.
+        """
         size = self.encoder.input_size
         crops, mask_crops = [], []
-        for r, (x0, y0, x1, y1) in enumerate(inst.crop_windows.tolist()):
+        for r, (x0, y0, x1, y1) in zip(rows, windows):
             crop = image[None, :, y0:y1, x0:x1]
             crops.append(F.interpolate(crop, size=(size, size), mode="bicubic"))
             mask_crop = masks[r][None, None, y0:y1, x0:x1]
             mask_crops.append(F.interpolate(mask_crop, size=(size, size), mode="bilinear"))
         soft = torch.cat(mask_crops)
-        feats = self.encoder(torch.cat(crops))
+        with self.prompter.autocast():  # ACCEL.AMP, as for targets
+            feats = self.encoder(torch.cat(crops)).float()
         weights = F.interpolate(soft, size=feats.shape[-2:], mode="nearest").reshape(len(crops), -1)
-        means, valid = ops.soft_masked_average(feats.flatten(2).transpose(1, 2), weights)
-        return means, valid, from_sam2
+        return ops.soft_masked_average(feats.flatten(2).transpose(1, 2), weights)
 
     def _masks_from_boxes(self, inputs, boxes):
         """SAM 2 masks (R, H, W) bool at the original size for xyxy boxes in original pixels."""
@@ -111,6 +155,7 @@ class ReferenceEncoder:
         size = self.prompter.input_size
         sam_image = inputs["sam_image"].to(self.device).to(torch.float32)[None] / 255.0
         scale = torch.tensor([size / width, size / height] * 2, device=self.device)
-        embedding, high_res = self.prompter.encode_image(sam_image)
-        logits = self.prompter.decode_boxes(embedding, high_res, boxes * scale)
+        with self.prompter.autocast():  # ACCEL.AMP, as for targets
+            embedding, high_res = self.prompter.encode_image(sam_image)
+            logits = self.prompter.decode_boxes(embedding, high_res, boxes * scale).float()
         return ops.upsample_mask_logits(logits, (height, width), self.upsample_chunk)

@@ -40,11 +40,22 @@ class RefSegCheckpointer(DetectionCheckpointer):
     """
 
     def save(self, name, **kwargs):
+        """
+        Save to ``<save_dir>/<name>.pth`` atomically: Detectron2 writes ``<name>.partial.pth``,
+        which is then renamed, so a process killed while saving never leaves a half-written
+        memory under the real name.
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return
         memory = _unwrap(self.model).memory
         kwargs.setdefault(METADATA_KEY, memory.metadata())
         if any(p is not None for p in memory.provenance):
             kwargs.setdefault(PROVENANCE_KEY, memory.provenance)
-        super().save(name, **kwargs)
+        partial = name + ".partial"
+        super().save(partial, **kwargs)
+        os.replace(os.path.join(self.save_dir, partial + ".pth"),
+                   os.path.join(self.save_dir, name + ".pth"))
+        self.tag_last_checkpoint(name + ".pth")
 
     def load(self, path, *args, **kwargs):
         self._path = path

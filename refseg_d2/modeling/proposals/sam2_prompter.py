@@ -8,6 +8,12 @@ are called directly, including the private ``_prepare_backbone_features`` of sam
 
 Shape shorthand: S = SAM 2 input size, e = S / 16 (embedding grid), h = w = S / 4 (mask grid),
 P = number of prompts.
+
+Two decoders give the same proposals (``MODEL.REFSEG.SAM2.DECODER``): "official" calls SAM 2's
+``MaskDecoder.forward`` on every batch of prompts (the reference's computation); "shared"
+(``prompt_decoding.SharedPromptDecoder``) runs the same modules but computes the image-side
+work once per image and upscales only kept masks (equal up to float rounding, tested).
+Under autocast the IoU head runs in fp32 in both, since it ranks and thresholds.
 """
 import importlib.metadata
 import logging
@@ -18,12 +24,15 @@ import torch.nn as nn
 from ..encoders import IMAGENET_MEAN, IMAGENET_STD
 from ..ops import point_grid, select_best_multimask
 from ..weights import load_state_dict_file, load_weights_strict, random_init_rng
+from .prompt_decoding import SharedPromptDecoder
 
 logger = logging.getLogger(__name__)
 
 # The sam2 release whose model internals (``_prepare_backbone_features``, the decoder's call
 # signature) this module calls; install it with ``pip install sam2==1.1.0``.
 SAM2_VERSION = "1.1.0"
+
+DECODERS = ("official", "shared")
 
 
 def check_sam2_version(version=None):
@@ -98,15 +107,27 @@ def build_sam2_model(config_name, weights, input_size, random_init=False, seed=0
 class SAM2Prompter(nn.Module):
     """Point-grid and box prompting of a frozen SAM 2 model."""
 
-    def __init__(self, sam_model, points_per_side, points_per_batch, pred_iou_thresh):
+    def __init__(self, sam_model, points_per_side, points_per_batch, pred_iou_thresh,
+                 decoder="official", decoder_chunk=32, amp_dtype=None):
         """
         Args:
             sam_model (SAM2Base): see :func:`build_sam2_model`.
             points_per_side (int): the prompt grid is points_per_side ** 2 points.
-            points_per_batch (int): prompts decoded together.
+            points_per_batch (int): prompts decoded together by the official decoder.
             pred_iou_thresh (float): keep proposals whose predicted IoU is strictly above.
+            decoder (str): "official" or "shared" (see the module docstring).
+            decoder_chunk (int): prompts decoded together by the shared decoder.
+            amp_dtype (torch.dtype or None): autocast dtype of :meth:`autocast` (the SAM 2
+                and encoder forwards of targets and references).
         """
         super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError("MODEL.REFSEG.SAM2.DECODER must be one of {}, got {!r}".format(
+                DECODERS, decoder))
+        self.decoder = decoder
+        self.amp_dtype = amp_dtype
+        self.shared = SharedPromptDecoder(sam_model.sam_mask_decoder, decoder_chunk)
+        _run_iou_head_in_fp32(sam_model.sam_mask_decoder)
         self.sam = sam_model
         self.input_size = int(sam_model.image_size)
         self.points_per_side = points_per_side
@@ -128,8 +149,19 @@ class SAM2Prompter(nn.Module):
             "points_per_side": self.points_per_side,
             "points_per_batch": self.points_per_batch,
             "pred_iou_thresh": self.pred_iou_thresh,
+            "decoder": self.decoder,
             "weights_fingerprint": fingerprint,
         }
+
+    def autocast(self):
+        """The autocast context of the ACCEL.AMP setting (a no-op in fp32)."""
+        return torch.autocast(self.pixel_mean.device.type, dtype=self.amp_dtype,
+                              enabled=self.amp_dtype is not None)
+
+    def _shared_context(self, embedding, high_res):
+        pe = self.sam.sam_prompt_encoder.get_dense_pe()
+        _, dense = self.sam.sam_prompt_encoder(points=None, boxes=None, masks=None)
+        return self.shared.prepare(embedding, pe, dense, high_res)
 
     def encode_image(self, image):
         """
@@ -170,12 +202,19 @@ class SAM2Prompter(nn.Module):
             logits (N, h, w) and predicted IoUs (N,), in prompt order, N <= P.
         """
         points = self.grid
+        if self.decoder == "shared":
+            labels = torch.ones((points.shape[0], 1), dtype=torch.int32, device=points.device)
+            sparse, _ = self.sam.sam_prompt_encoder(points=(points[:, None, :], labels),
+                                                    boxes=None, masks=None)
+            ctx = self._shared_context(embedding, high_res)
+            logits, ious, _, _ = self.shared.decode_multimask(ctx, sparse, self.pred_iou_thresh)
+            return logits, ious
         all_logits, all_ious = [], []
         for start in range(0, points.shape[0], self.points_per_batch):
             coords = points[start : start + self.points_per_batch, None, :]
             labels = torch.ones(coords.shape[:2], dtype=torch.int32, device=coords.device)
             logits, ious = self._decode(embedding, high_res, points=(coords, labels))
-            logits, ious = select_best_multimask(logits, ious)
+            logits, ious = select_best_multimask(logits, ious.float())
             keep = ious > self.pred_iou_thresh
             all_logits.append(logits[keep])
             all_ious.append(ious[keep])
@@ -190,5 +229,26 @@ class SAM2Prompter(nn.Module):
         Returns:
             (R, h, w) mask logits.
         """
+        if self.decoder == "shared":
+            sparse, _ = self.sam.sam_prompt_encoder(points=None, boxes=boxes, masks=None)
+            return self.shared.decode_single(self._shared_context(embedding, high_res), sparse)[0]
         logits, _ = self._decode(embedding, high_res, boxes=boxes, multimask=False)
         return logits[:, 0]
+
+
+def _run_iou_head_in_fp32(mask_decoder):
+    """
+    Make the decoder's IoU head run in fp32 with autocast off (it ranks and thresholds the
+    proposals). Identity in fp32; idempotent.
+    """
+    head = mask_decoder.iou_prediction_head
+    if getattr(head, "_refseg_fp32", False):
+        return
+    forward = head.forward
+
+    def fp32_forward(x):
+        with torch.autocast(x.device.type, enabled=False):
+            return forward(x.float())
+
+    head.forward = fp32_forward
+    head._refseg_fp32 = True

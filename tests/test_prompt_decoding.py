@@ -1,0 +1,90 @@
+"""
+The shared prompt decoder against SAM 2's own MaskDecoder.forward (random Hiera-T weights made
+prompt-sensitive, random image features): same kept prompts, same multimask choices, logits and
+predicted IoUs within 1e-4, at several grids and chunk sizes, padded (compile) shapes included.
+"""
+import pytest
+import torch
+
+from refseg_d2.modeling.proposals.sam2_prompter import SAM2Prompter, build_sam2_model
+from refseg_d2.testing.random_weights import make_sam2_prompt_sensitive
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def sam_and_features():
+    sam = build_sam2_model("configs/sam2/sam2_hiera_t.yaml", "", 256, random_init=True, seed=3)
+    make_sam2_prompt_sensitive(sam)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        prompter = SAM2Prompter(sam, 2, 4, 0.0)
+        embedding, high_res = prompter.encode_image(torch.rand(1, 3, 256, 256, generator=gen))
+    return sam, embedding, high_res
+
+
+def _official_grid(sam, embedding, high_res, side):
+    """All prompts of a side x side grid through MaskDecoder.forward: logits (P, 3, h, w), IoUs (P, 3)."""
+    prompter = SAM2Prompter(sam, side, side * side, 0.0, "official")
+    coords = prompter.grid[:, None, :]
+    labels = torch.ones(coords.shape[:2], dtype=torch.int32)
+    return prompter._decode(embedding, high_res, points=(coords, labels))
+
+
+@pytest.mark.parametrize("side,chunk,static", [(3, 1, False), (5, 4, False), (8, 64, False),
+                                               (5, 7, True)])
+def test_shared_decoder_matches_the_official_decoder(sam_and_features, side, chunk, static):
+    sam, embedding, high_res = sam_and_features
+    with torch.no_grad():
+        logits, ious = _official_grid(sam, embedding, high_res, side)
+        best_iou, best = ious.max(dim=1)
+        ranked = best_iou.sort().values
+        mid = len(ranked) // 2
+        assert ranked[mid] - ranked[mid - 1] > 2 * TOL  # no prompt at the threshold's edge
+        thresh = float(ranked[mid - 1] + ranked[mid]) / 2  # about half of the prompts pass
+        want = torch.nonzero(best_iou > thresh)[:, 0]
+        assert 0 < len(want) < side * side
+        prompter = SAM2Prompter(sam, side, 4, thresh, "shared", decoder_chunk=chunk)
+        prompter.shared.static_shapes = static
+        prompter.shared.upscale_chunk = 3
+        points = prompter.grid[:, None, :]
+        sparse, _ = sam.sam_prompt_encoder(
+            points=(points, torch.ones(points.shape[:2], dtype=torch.int32)), boxes=None, masks=None)
+        ctx = prompter._shared_context(embedding, high_res)
+        got_logits, got_ious, index, choice = prompter.shared.decode_multimask(ctx, sparse, thresh)
+    assert torch.equal(index, want)
+    assert torch.equal(choice, best[want])
+    assert (got_ious - best_iou[want]).abs().max() <= TOL
+    assert (got_logits - logits[want, best[want]]).abs().max() <= TOL
+
+
+def test_point_grid_and_box_prompting_agree_between_decoders(sam_and_features):
+    sam, embedding, high_res = sam_and_features
+    boxes = torch.tensor([[10.0, 20.0, 100.0, 120.0], [50.0, 40.0, 220.0, 250.0], [0, 0, 255, 255]])
+    out = {}
+    with torch.no_grad():
+        for name in ("official", "shared"):
+            prompter = SAM2Prompter(sam, 6, 10, 0.5, name, decoder_chunk=5)
+            out[name] = prompter.decode_point_grid(embedding, high_res) + (
+                prompter.decode_boxes(embedding, high_res, boxes),)
+    (lo, io, bo), (ls, is_, bs) = out["official"], out["shared"]
+    assert 0 < lo.shape[0] < 36 and lo.shape == ls.shape
+    assert (lo - ls).abs().max() <= TOL and (io - is_).abs().max() <= TOL
+    assert bo.shape == (3, 64, 64) and (bo - bs).abs().max() <= TOL
+
+
+def test_iou_head_runs_in_fp32_under_autocast(sam_and_features):
+    sam, embedding, high_res = sam_and_features
+    prompter = SAM2Prompter(sam, 3, 9, 0.0, "official", amp_dtype=torch.bfloat16)
+    with torch.no_grad(), prompter.autocast():
+        _, ious = _official_grid(sam, embedding, high_res, 3)
+        hs = torch.randn(2, 256)
+        head = sam.sam_mask_decoder.iou_prediction_head(hs)
+    assert ious.dtype == torch.float32 and head.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.allclose(head, sam.sam_mask_decoder.iou_prediction_head(hs), atol=1e-6)
+
+
+def test_unknown_decoder_is_refused_naming_the_key(sam_and_features):
+    with pytest.raises(ValueError, match="MODEL.REFSEG.SAM2.DECODER"):
+        SAM2Prompter(sam_and_features[0], 2, 4, 0.0, "fast")

@@ -1,0 +1,206 @@
+"""
+The README's code runs as written: every Python block and every command is extracted from
+README.md and run in a workspace laid out as the README assumes (refs.json, photos/, ...), with
+``configs/refseg_sam2l_dinov2l.yaml`` there being the tiny CPU model on random weights.
+
+Commands that need the benchmark data or install and download things cannot run here as they
+are; they are checked as far as that goes (their options parse with the tool's own parser, their
+config merges, and every dataset they name is registered or resolves). The Makefile targets are
+what CI itself runs.
+"""
+import importlib.util
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from common import REPO, TINY_CONFIG
+from PIL import Image
+
+from refseg_d2.testing.synthetic import make_split
+
+README = os.path.join(REPO, "README.md")
+# Commands run as dry checks: (prefix of the command, why it cannot run here).
+DRY = {
+    "tools/sweep.py": "a benchmark sweep (60 train_net runs on COCO)",
+    "tools/add_sam2_masks.py": "needs the VOC / CD-FSOD data",
+    "tools/train_net.py --config-file configs/benchmarks/": "needs the COCO data",
+}
+NOT_RUN = {"make": "CI runs the Makefile targets", "tools/download_checkpoints.sh": "downloads",
+           "export": "sets the variable for the commands after it"}
+
+
+def readme_blocks(language):
+    """[(line number, text)] of the README's fenced blocks in ``language``."""
+    blocks, current, start = [], None, 0
+    with open(README) as f:
+        for number, line in enumerate(f, start=1):
+            if line.startswith("```"):
+                if current is None:
+                    current, start, lang = [], number, line[3:].strip()
+                else:
+                    if lang == language:
+                        blocks.append((start, "".join(current)))
+                    current = None
+            elif current is not None:
+                current.append(line)
+    return blocks
+
+
+def commands(text):
+    """The commands of a bash block, as argv lists (continuations joined, comments dropped)."""
+    joined = text.replace("\\\n", " ")
+    return [shlex.split(line, comments=True) for line in joined.splitlines()
+            if shlex.split(line, comments=True)]
+
+
+def _argv(command):
+    """The tool path and its arguments of ``python tools/x.py ...``."""
+    return (command[1], command[2:]) if command[0] == "python" else (command[0], command[1:])
+
+
+def _kind(command):
+    text = " ".join(command[1:] if command[0] == "python" else command)
+    for prefix in NOT_RUN:
+        if text.startswith(prefix):
+            return "not run"
+    for prefix in DRY:
+        if text.startswith(prefix):
+            return "dry"
+    return "run"
+
+
+@pytest.fixture(scope="module")
+def workspace(random_weights, tmp_path_factory):
+    """A folder laid out as the README's examples assume."""
+    ws = str(tmp_path_factory.mktemp("readme"))
+    os.symlink(os.path.join(REPO, "tools"), os.path.join(ws, "tools"))
+    os.makedirs(os.path.join(ws, "configs"))
+    for name in ("benchmarks", "Base-RefSeg.yaml"):
+        os.symlink(os.path.join(REPO, "configs", name), os.path.join(ws, "configs", name))
+    sam2, dinov2 = random_weights
+    with open(os.path.join(ws, "configs", "refseg_sam2l_dinov2l.yaml"), "w") as f:
+        f.write('_BASE_: "{}"\nMODEL:\n  REFSEG:\n    SAM2:\n      WEIGHTS: "{}"\n'
+                '    ENCODER:\n      WEIGHTS: "{}"\n'.format(TINY_CONFIG, sam2, dinov2))
+    for split, name, seed, first in (("refs", "ref_images", 0, 1), ("test", "test_images", 1, 101)):
+        json_file, root = make_split(ws, name, 4, seed=seed, overlap_every=0, first_image_id=first)
+        os.replace(json_file, os.path.join(ws, split + ".json"))
+        shutil.copytree(root, os.path.join(ws, "imgs"), dirs_exist_ok=True)
+    _folder_references(ws)
+    images = sorted(os.listdir(os.path.join(ws, "test_images")))
+    for folder, files, ext in (("photos", images[:2], ".png"), ("more/sub", images[2:3], ".jpg"),
+                               ("new_photos", images[3:], ".png")):
+        os.makedirs(os.path.join(ws, folder))
+        for f in files:
+            Image.open(os.path.join(ws, "test_images", f)).convert("RGB").save(
+                os.path.join(ws, folder, os.path.splitext(f)[0] + ext))
+    return ws
+
+
+def _folder_references(ws):
+    """my_refs/<class>/<image>.png with <image>_mask.png: one disc-like blob per class."""
+    rng = np.random.RandomState(0)
+    for c, name in enumerate(("cat", "dog")):
+        folder = os.path.join(ws, "my_refs", name)
+        os.makedirs(folder)
+        for k in range(2):
+            image = rng.randint(0, 255, (60, 80, 3)).astype(np.uint8)
+            mask = np.zeros((60, 80), dtype=bool)
+            mask[10 + 5 * k : 40, 15 + 20 * c : 50 + 10 * c] = True
+            image[mask] = (200, 40 + 150 * c, 40)
+            Image.fromarray(image).save(os.path.join(folder, "{}.png".format(k)))
+            Image.fromarray(mask.astype(np.uint8) * 255).save(
+                os.path.join(folder, "{}_mask.png".format(k)))
+
+
+def test_the_readme_has_the_blocks_this_test_runs():
+    python, bash = readme_blocks("python"), readme_blocks("bash")
+    assert len(python) >= 3 and len(bash) >= 8
+    kinds = [_kind(c) for _, text in bash for c in commands(text)]
+    assert kinds.count("run") >= 6 and kinds.count("dry") >= 4
+
+
+def test_every_python_block_of_the_readme_runs_as_written(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    rng = np.random.RandomState(1)
+    cat = rng.randint(0, 255, (120, 160, 3)).astype(np.uint8)
+    cat_mask = np.zeros((120, 160), dtype=bool)
+    cat_mask[30:90, 40:120] = True
+    Image.fromarray(cat).save("cat.jpg")
+    namespace = {
+        "cat_mask": cat_mask,
+        "dog_rgb": rng.randint(0, 255, (240, 320, 3)).astype(np.uint8),
+        "image": rng.randint(0, 255, (96, 128, 3)).astype(np.uint8),
+    }
+    for line, code in readme_blocks("python"):
+        exec(compile(code, "README.md:{}".format(line), "exec"), namespace)
+    assert os.path.isfile(os.path.join(workspace, "output", "my_loop", "refseg_memory.pth"))
+    assert os.path.isfile(os.path.join(workspace, "output", "my_refs.pth"))
+    assert os.path.isfile(os.path.join(workspace, "output", "pets.pth"))
+    assert set(namespace["results"]) >= {"bbox"}
+
+
+def _dry_check(tool, args, workspace):
+    """The command's options parse with the tool's own parser; its datasets are registered."""
+    from detectron2.data import DatasetCatalog
+
+    from refseg_d2.data.datasets import resolve_datasets
+    from refseg_d2.engine import build_cfg
+
+    spec = importlib.util.spec_from_file_location("readme_tool", os.path.join(REPO, tool))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parse = module.get_parser().parse_args if hasattr(module, "get_parser") else module.parse_args
+    parsed = parse(args)
+    cfg = build_cfg(os.path.join(workspace, parsed.config_file), parsed.opts)
+    names = list(cfg.DATASETS.REFERENCE) + list(cfg.DATASETS.TEST)
+    if getattr(parsed, "dataset", None):
+        names.append(parsed.dataset)
+    if getattr(parsed, "shots", None):
+        for k in parsed.shots:
+            for seed in parsed.seeds or [None]:
+                names += module.reference_names(list(cfg.DATASETS.REFERENCE), k, seed)
+    resolve_datasets(names)
+    missing = [n for n in names if n not in DatasetCatalog.list()]
+    assert missing == [], "{} {}: datasets not registered: {}".format(tool, args, missing)
+
+
+def test_every_command_of_the_readme_runs_as_written(workspace):
+    env = dict(os.environ)
+    ran = []
+    for line, text in readme_blocks("bash"):
+        for command in commands(text):
+            kind = _kind(command)
+            where = "README.md:{}: {}".format(line, " ".join(command))
+            if kind == "not run":
+                if command[0] == "export":
+                    key, value = command[1].split("=", 1)
+                    env[key] = value
+                continue
+            tool, args = _argv(command)
+            if kind == "dry":
+                _dry_check(tool, args, workspace)
+                continue
+            proc = subprocess.run([sys.executable, tool] + args, cwd=workspace, env=env,
+                                  capture_output=True, text=True, timeout=900)
+            assert proc.returncode == 0, where + "\n" + (proc.stdout + proc.stderr)[-4000:]
+            ran.append(tool)
+    assert {"tools/train_net.py", "tools/demo.py", "tools/inspect_memory.py",
+            "tools/visualize_results.py", "tools/benchmark.py"} <= set(ran)
+    assert os.path.isfile(os.path.join(workspace, "output", "my_run", "metrics.json"))
+    assert os.listdir(os.path.join(workspace, "output", "my_run", "vis"))
+
+
+def test_the_make_targets_the_readme_names_exist():
+    makefile = open(os.path.join(REPO, "Makefile")).read()
+    for _, text in readme_blocks("bash"):
+        for command in commands(text):
+            if command[0] == "make":
+                target = command[1]
+                assert re.search(r"^{}:".format(re.escape(target)), makefile, re.M), target
+            if command[0].endswith(".sh"):
+                assert os.path.isfile(os.path.join(REPO, command[0])), command[0]
