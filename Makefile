@@ -13,7 +13,7 @@ TORCH_INDEX ?=
 
 install: $(STAMP)
 
-$(STAMP): Makefile setup.py tools/install_stack.sh tools/install_detectron2.sh
+$(STAMP): Makefile setup.py tools/install_stack.sh tools/install_detectron2.sh tools/check_torch_build.py
 	TORCH_INDEX="$(TORCH_INDEX)" bash tools/install_stack.sh "$(PYTHON_SYS)" "$(VENV)"
 	touch $(STAMP)
 
