@@ -46,14 +46,18 @@ def register_evaluator_type(name):
     return register
 
 
-@register_evaluator_type("coco")
-def _coco(cfg, dataset_name, output_folder):
-    return RefSegCOCOEvaluator(
+def _coco_evaluator(evaluator_class, cfg, dataset_name, output_folder):
+    return evaluator_class(
         dataset_name,
         output_dir=output_folder,
         coco_impl=cfg.MODEL.REFSEG.EVAL.COCO_IMPL,
         max_dets_per_image=cfg.MODEL.REFSEG.MAX_DETECTIONS,
     )
+
+
+@register_evaluator_type("coco")
+def _coco(cfg, dataset_name, output_folder):
+    return _coco_evaluator(RefSegCOCOEvaluator, cfg, dataset_name, output_folder)
 
 
 @register_evaluator_type("fewshot_coco")
@@ -98,12 +102,7 @@ def build_evaluator(cfg, dataset_name, output_folder):
 @register_evaluator_type("gfsod_coco")
 def _gfsod_coco(cfg, dataset_name, output_folder):
     prepare_ground_truth(dataset_name)
-    return GFSODCOCOEvaluator(
-        dataset_name,
-        output_dir=output_folder,
-        coco_impl=cfg.MODEL.REFSEG.EVAL.COCO_IMPL,
-        max_dets_per_image=cfg.MODEL.REFSEG.MAX_DETECTIONS,
-    )
+    return _coco_evaluator(GFSODCOCOEvaluator, cfg, dataset_name, output_folder)
 
 
 @register_evaluator_type("lvis")
