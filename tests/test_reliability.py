@@ -219,3 +219,24 @@ def test_a_sweep_killed_mid_run_resumes_to_the_results_of_an_uninterrupted_one(
     with open(os.path.join(str(straight), "results.csv")) as f, \
             open(os.path.join(str(killed), "results.csv")) as g:
         assert f.read() == g.read()
+
+
+def test_files_of_other_loaders_are_not_read_as_coco(tmp_path):
+    """LVIS-format files (images named by coco_url) are validated from their dataset dicts only."""
+    from detectron2.data import MetadataCatalog
+
+    from refseg_d2.data.validation import validate_references
+
+    lvis = {"images": [{"id": 1, "coco_url": "http://x/train2017/000000000001.jpg",
+                        "width": 50, "height": 40}],
+            "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10],
+                             "segmentation": [[1, 1, 11, 1, 11, 11]]}],
+            "categories": [{"id": 1, "name": "thing"}]}
+    path = str(tmp_path / "lvis_style.json")
+    with open(path, "w") as f:
+        json.dump(lvis, f)
+    MetadataCatalog.get("rel_lvis_style").set(json_file=path, image_root=str(tmp_path))
+    dicts = [{"file_name": str(tmp_path / "000000000001.jpg"), "width": 50, "height": 40,
+              "annotations": [{"bbox": [1.0, 1.0, 10.0, 10.0], "bbox_mode": 1,
+                               "category_id": 0, "segmentation": [[1, 1, 11, 1, 11, 11]]}]}]
+    assert validate_references([("rel_lvis_style", dicts)], ["thing"], 0.2) == {0: 1}

@@ -142,6 +142,21 @@ def dict_findings(dataset, dicts, num_classes, context_ratio, box_mask_source, i
     return findings
 
 
+def _coco_file(dataset, json_file):
+    """
+    The COCO-format dict of a dataset's annotation file, or None when it has none or is not
+    read by Detectron2's COCO loader (LVIS files name images by "coco_url", and their loader
+    refuses invalid polygons instead of dropping them).
+    """
+    if not json_file or not os.path.isfile(json_file):
+        return None
+    data = read_json(json_file, "Annotation file of {}".format(dataset))
+    images = data.get("images", []) if isinstance(data, dict) else []
+    if not images or not all("file_name" in img for img in images):
+        return None
+    return data
+
+
 def validate_references(parts, class_names, context_ratio, box_mask_source="sam2"):
     """
     Validate reference datasets; log every finding and the usable references per class.
@@ -159,8 +174,8 @@ def validate_references(parts, class_names, context_ratio, box_mask_source="sam2
     for name, dicts in parts:
         meta = MetadataCatalog.get(name)
         json_file, ids = meta.get("json_file", None), None
-        if json_file and os.path.isfile(json_file):
-            data = read_json(json_file, "Annotation file of {}".format(name))
+        data = _coco_file(name, json_file)
+        if data is not None:
             findings.extend(file_findings(name, data))
             ids = loaded_annotation_ids(data, meta.get("image_root", ""))
         all_ids[name] = ids
