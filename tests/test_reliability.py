@@ -240,3 +240,18 @@ def test_files_of_other_loaders_are_not_read_as_coco(tmp_path):
               "annotations": [{"bbox": [1.0, 1.0, 10.0, 10.0], "bbox_mode": 1,
                                "category_id": 0, "segmentation": [[1, 1, 11, 1, 11, 11]]}]}]
     assert validate_references([("rel_lvis_style", dicts)], ["thing"], 0.2) == {0: 1}
+
+
+def test_lvis_references_pass_the_validation_with_every_class_usable(tmp_path, monkeypatch):
+    from test_benchmark_baseline_protocols import make_lvis_tree
+    from test_benchmark_datasets import register_under
+
+    from refseg_d2.data.validation import validate_references
+    from refseg_d2.engine.memory_filling import load_references
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    register_under(tmp_path)
+    make_lvis_tree(tmp_path)
+    _, _, names, parts = load_references(["lvis_v1_train_2shot_seed42"])
+    usable = validate_references(parts, names, 0.2)
+    assert len(names) == 1203 and all(usable[c] == 2 for c in range(len(names)))
