@@ -95,14 +95,16 @@ class ProposalGenerator:
         """
         Args:
             batched_inputs (list[dict]): from ``RefSegTargetMapper``: "image" (3, S, S) uint8
-                RGB, "height", "width" (the output size) and "file_name" (for the cache).
+                RGB, "height", "width" (the output size) and "file_name" (the cache key; an
+                image given as an array, without a file, is not cached).
         Returns:
             list[Proposals], one per input.
         """
         results = [None] * len(batched_inputs)
         if self.cache is not None:
             with self.timer.stage("proposal_cache", self.device):
-                results = [self.cache.load(x, self.device) for x in batched_inputs]
+                results = [self.cache.load(x, self.device) if x.get("file_name") else None
+                           for x in batched_inputs]
         todo = [i for i, r in enumerate(results) if r is None]
         if not todo:
             return results
@@ -116,7 +118,7 @@ class ProposalGenerator:
                 feature_maps = torch.cat([self.encoder(x[None]).float() for x in enc_in])
         for i, image, feature_map in zip(todo, images, feature_maps):
             results[i] = self._propose_one(image[None], feature_map)
-            if self.cache is not None:
+            if self.cache is not None and batched_inputs[i].get("file_name"):
                 inputs = batched_inputs[i]
                 with self.timer.stage("proposal_cache", self.device):
                     size = (int(inputs["height"]), int(inputs["width"]))
