@@ -30,8 +30,8 @@ def compile_models(encoder, prompter, backend="inductor"):
       (chunks padded to fixed sizes), or SAM 2's ``MaskDecoder`` for "official" (one graph per
       batch size: the full batch and the grid's remainder, the same for every image).
     Target images all have one shape, so nothing recompiles from image to image; reference
-    crops are encoded in batches of the annotations of one image, and a new batch size
-    compiles once more.
+    crops are encoded in batches of at most ``MODEL.REFSEG.MEMORY.CROPS_PER_BATCH``, and each
+    new batch size compiles once more (at most that many graphs).
     """
     kwargs = {"backend": backend, "dynamic": False}
     backbone = getattr(encoder, "backbone", None)
