@@ -81,10 +81,11 @@ class RefSeg(nn.Module):
             raise ValueError("ACCEL.AMP must be one of {}, got {!r}".format(sorted(AMP_DTYPES), amp))
         self.encoder = encoder
         self.prompter = prompter
+        prompter.amp_dtype = AMP_DTYPES[amp]   # one setting for targets and references
         self.memory = MemoryBank(encoder.feature_dim, encoder.signature())
         self.timer = StageTimer()
         self.proposal_generator = ProposalGenerator(
-            encoder, prompter, self.timer, AMP_DTYPES[amp], batch_encoder, upsample_chunk, cache
+            encoder, prompter, self.timer, batch_encoder, upsample_chunk, cache
         )
         self.matcher = ProposalMatcher(
             self.timer, nms_thresh, nms_keep_factor, max_detections, merge_exponent
@@ -102,10 +103,8 @@ class RefSeg(nn.Module):
             r.SAM2.CONFIG, r.SAM2.WEIGHTS, r.SAM2.INPUT_SIZE, r.RANDOM_INIT, r.RANDOM_INIT_SEED
         )
         encoder = build_encoder(cfg)
-        if r.ACCEL.AMP not in AMP_DTYPES:
-            raise ValueError("ACCEL.AMP must be one of {}, got {!r}".format(sorted(AMP_DTYPES), r.ACCEL.AMP))
         prompter = SAM2Prompter(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH,
-                                r.SAM2.DECODER, r.SAM2.DECODER_CHUNK, AMP_DTYPES[r.ACCEL.AMP])
+                                r.SAM2.DECODER, r.SAM2.DECODER_CHUNK)
         set_tf32(r.ACCEL.TF32)
         cache = None
         if r.CACHE.ENABLED:

@@ -64,14 +64,14 @@ class ProposalGenerator:
     modules, not copies) and an optional proposal cache.
     """
 
-    def __init__(self, encoder, prompter, timer, amp_dtype=None, batch_encoder=False,
-                 upsample_chunk=64, cache=None):
+    def __init__(self, encoder, prompter, timer, batch_encoder=False, upsample_chunk=64,
+                 cache=None):
         """
         Args:
             encoder (nn.Module): the semantic encoder.
-            prompter (SAM2Prompter): SAM 2.
+            prompter (SAM2Prompter): SAM 2; its ``autocast()`` (ACCEL.AMP) covers the SAM 2 and
+                DINOv2 forwards.
             timer (StageTimer): where the stage times go.
-            amp_dtype (torch.dtype or None): autocast dtype of the SAM 2 and DINOv2 forwards.
             batch_encoder (bool): encode all images of a batch with DINOv2 at once.
             upsample_chunk (int): masks upsampled at a time.
             cache (ProposalCache or None).
@@ -79,7 +79,6 @@ class ProposalGenerator:
         self.encoder = encoder
         self.prompter = prompter
         self.timer = timer
-        self.amp_dtype = amp_dtype
         self.batch_encoder = batch_encoder
         self.upsample_chunk = upsample_chunk
         self.cache = cache
@@ -87,9 +86,6 @@ class ProposalGenerator:
     @property
     def device(self):
         return self.prompter.pixel_mean.device
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def __call__(self, batched_inputs):
         """
@@ -109,7 +105,7 @@ class ProposalGenerator:
         if not todo:
             return results
         images = torch.stack([self._target_image(batched_inputs[i]) for i in todo])
-        with self.timer.stage("dinov2", self.device), self._autocast():
+        with self.timer.stage("dinov2", self.device), self.prompter.autocast():
             size = self.encoder.input_size
             enc_in = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
             if self.batch_encoder:
@@ -140,9 +136,9 @@ class ProposalGenerator:
     def _propose_one(self, image, feature_map):
         """image (1, 3, S, S) in [0, 1], feature_map (D, g, g) -> Proposals."""
         timer, dev = self.timer, self.device
-        with timer.stage("sam2_image_encoder", dev), self._autocast():
+        with timer.stage("sam2_image_encoder", dev), self.prompter.autocast():
             embedding, high_res = self.prompter.encode_image(image)
-        with timer.stage("sam2_prompt_decoding", dev), self._autocast():
+        with timer.stage("sam2_prompt_decoding", dev), self.prompter.autocast():
             logits, pred_ious = self.prompter.decode_point_grid(embedding, high_res)
         logits, pred_ious = logits.float(), pred_ious.float()
         with timer.stage("feature_pooling", dev):
