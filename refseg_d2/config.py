@@ -72,12 +72,19 @@ def add_refseg_config(cfg):
     _C.MODEL.REFSEG.MEMORY.SAVE = True
     _C.MODEL.REFSEG.MEMORY.SAVE_NAME = "refseg_memory"
 
-    # Cache of the reference-independent proposals (SAM 2 masks, pooled DINOv2 features) of
-    # each target image, for sweeps over shots and seeds. Cached runs give identical predictions.
-    _C.MODEL.REFSEG.CACHE = CN()
-    _C.MODEL.REFSEG.CACHE.ENABLED = False
-    # Folder of the cache; empty: OUTPUT_DIR/proposal_cache. Share it between the runs of a sweep.
-    _C.MODEL.REFSEG.CACHE.DIR = ""
+    # Full-size masks of the kept proposals (soft merging needs their areas and intersections).
+    # Identical results either way; only speed and memory differ.
+    _C.MODEL.REFSEG.FULL_MASKS = CN()
+    # "dense": all kept masks at full size at once (n x H x W bytes; fast on a GPU); "streamed":
+    # upsampled a chunk at a time and reduced to areas and run-length encodings, only the final
+    # top-k at full size (bounded memory at any image size; faster on a CPU); "auto": dense on
+    # CUDA when n x H x W <= DENSE_MAX_PIXELS, streamed otherwise.
+    _C.MODEL.REFSEG.FULL_MASKS.MODE = "auto"
+    _C.MODEL.REFSEG.FULL_MASKS.DENSE_MAX_PIXELS = 1 << 28
+    # The disk proposal cache is gone (a one-pass sweep computes each image's proposals once):
+    # its keys are ignored, with a warning, in old configs.
+    for key in ("MODEL.REFSEG.CACHE", "MODEL.REFSEG.CACHE.ENABLED", "MODEL.REFSEG.CACHE.DIR"):
+        _C.register_deprecated_key(key)
 
     # Accelerator paths. Off by default: the faithful path is fp32, one image at a time.
     _C.MODEL.REFSEG.ACCEL = CN()
@@ -127,6 +134,9 @@ _CHECKS = {
     "MEMORY.IMAGES_PER_BATCH": _POSITIVE_INT,
     "MEMORY.CROPS_PER_BATCH": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     "MEMORY.BOX_MASK_SOURCE": (lambda v: v in ("sam2", "box"), "one of 'sam2', 'box'"),
+    "FULL_MASKS.MODE": (lambda v: v in ("auto", "dense", "streamed"),
+                        "one of 'auto', 'dense', 'streamed'"),
+    "FULL_MASKS.DENSE_MAX_PIXELS": _POSITIVE_INT,
     "ACCEL.AMP": (lambda v: v in ("", "bf16", "fp16"), "one of '', 'bf16', 'fp16'"),
     "ACCEL.IMAGES_PER_BATCH": _POSITIVE_INT,
     "EVAL.COCO_IMPL": (lambda v: v in ("pycocotools", "detectron2", "faster_coco_eval"),

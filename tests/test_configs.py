@@ -33,7 +33,7 @@ def test_base_config_holds_the_paper_settings():
     assert (r.SAM2.CONFIG, r.SAM2.INPUT_SIZE) == ("configs/sam2/sam2_hiera_l.yaml", 1024)
     assert (r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH) == (32, 256, 0.4)
     assert (r.NMS_THRESH, r.MAX_DETECTIONS, r.NMS_KEEP_FACTOR) == (0.5, 100, 8)
-    assert not r.RANDOM_INIT and not r.CACHE.ENABLED and r.ACCEL.AMP == ""
+    assert not r.RANDOM_INIT and r.ACCEL.AMP == "" and r.FULL_MASKS.MODE == "auto"
 
 
 def test_importing_the_package_registers_the_meta_architecture():
@@ -55,3 +55,14 @@ def test_benchmark_config_names_registered_datasets_of_one_benchmark(path):
     reference, test = (MetadataCatalog.get(n) for n in names)
     assert reference.reference_of == cfg.DATASETS.TEST[0]
     assert test.evaluator_type
+
+
+def test_old_proposal_cache_keys_are_ignored_in_files_and_overrides(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("_BASE_: {}\nMODEL:\n  REFSEG:\n    CACHE:\n      ENABLED: True\n".format(
+        os.path.join(REPO, "configs", "Base-RefSeg.yaml")))
+    cfg = get_cfg()
+    add_refseg_config(cfg)
+    cfg.merge_from_file(str(old))
+    cfg.merge_from_list(["MODEL.REFSEG.CACHE.DIR", "somewhere"])
+    assert "CACHE" not in cfg.MODEL.REFSEG

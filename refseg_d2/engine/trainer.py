@@ -71,7 +71,4 @@ class RefSegTrainer(DefaultTrainer):
         refseg.timer.reset()
         results = super().test(cfg, model, evaluators)
         logger.info("Per-stage time: %s", refseg.timer.summary())
-        if refseg.cache is not None:
-            logger.info("Proposal cache %s: %d hits, %d misses", refseg.cache.dir,
-                        refseg.cache.hits, refseg.cache.misses)
         return results

@@ -4,19 +4,30 @@ The matching stage: the proposals of one target image against the class prototyp
 low-resolution boxes ranked by SAM 2's predicted IoU, masks at the original size for the kept
 proposals only, semantic-aware soft merging and the top-k.
 
+Full-size masks are handled in one of two ways, with identical results:
+- "dense": all kept masks at full size at once; intersections by matrix products (fast on a
+  GPU, n x H x W bytes of memory);
+- "streamed": kept masks upsampled a chunk at a time and reduced to areas and run-length
+  encodings (``mask_overlaps``); intersections from the encodings; only the final top-k are
+  held at full size (bounded memory at any image size, and faster on a CPU).
+"auto" picks "dense" on CUDA when n x H x W <= dense_max_pixels, "streamed" otherwise.
+
 Timer stages: "classification_nms", "mask_upsampling", "soft_merging" (with the top-k).
 """
 import torch
 from detectron2.structures import Boxes, Instances
 
 from . import ops
+from .mask_overlaps import rle_self_overlaps, streamed_mask_statistics
+
+FULL_MASK_MODES = ("auto", "dense", "streamed")
 
 
 class ProposalMatcher:
     """Proposals + prototypes -> Instances at the original image size."""
 
     def __init__(self, timer, nms_thresh=0.5, nms_keep_factor=8, max_detections=100,
-                 merge_exponent=0.5):
+                 merge_exponent=0.5, full_mask_mode="auto", dense_max_pixels=1 << 28):
         """
         Args:
             timer (StageTimer): where the stage times go.
@@ -24,7 +35,15 @@ class ProposalMatcher:
             nms_keep_factor (int): NMS keeps at most nms_keep_factor * max_detections masks.
             max_detections (int): detections per image.
             merge_exponent (float): exponent of the soft-merging decay.
+            full_mask_mode (str): "auto", "dense" or "streamed" (see the module docstring).
+            dense_max_pixels (int): "auto" holds the kept masks at full size at once (on CUDA)
+                only up to this many mask pixels.
         """
+        if full_mask_mode not in FULL_MASK_MODES:
+            raise ValueError("MODEL.REFSEG.FULL_MASKS.MODE must be one of {}, got {!r}".format(
+                FULL_MASK_MODES, full_mask_mode))
+        self.full_mask_mode = full_mask_mode
+        self.dense_max_pixels = dense_max_pixels
         self.timer = timer
         self.nms_thresh = nms_thresh
         self.nms_keep_factor = nms_keep_factor
@@ -50,18 +69,35 @@ class ProposalMatcher:
                 self.nms_keep_factor * self.max_detections,
             )
             keep = keep[scores[keep] > 0]
+        size = (height, width)
         with timer.stage("mask_upsampling", dev):
-            masks = proposals.full_masks(keep, (height, width))
-            nonempty = masks.flatten(1).any(dim=1)
-            keep, masks = keep[nonempty], masks[nonempty]
+            if self._dense(len(keep), size, dev):
+                masks = proposals.full_masks(keep, size)
+                nonempty = masks.flatten(1).any(dim=1)
+                keep, masks = keep[nonempty], masks[nonempty]
+                overlaps = ops.dense_self_overlaps(masks)
+            else:
+                masks = None
+                areas, rles = streamed_mask_statistics(proposals.iter_full_masks(keep, size), len(keep))
+                nonempty = areas > 0
+                keep = keep[nonempty]
+                overlaps = rle_self_overlaps([r for r, ok in zip(rles, nonempty.tolist()) if ok])
         with timer.stage("soft_merging", dev):
-            merged = ops.semantic_soft_merge(
-                masks, labels[keep], proposals.features[keep], scores[keep], self.merge_exponent
+            merged = ops.semantic_soft_merge_overlaps(
+                overlaps, labels[keep], proposals.features[keep], scores[keep], self.merge_exponent
             )
             order = ops.select_top_k(merged, self.max_detections)
-            result = Instances((height, width))
-            result.pred_masks = masks[order]
-            result.pred_boxes = Boxes(ops.masks_to_boxes_inclusive(result.pred_masks).to(torch.float32))
-            result.scores = merged[order]
-            result.pred_classes = labels[keep][order]
+        with timer.stage("mask_upsampling", dev):
+            top = masks[order] if masks is not None else proposals.full_masks(keep[order], size)
+        result = Instances(size)
+        result.pred_masks = top
+        result.pred_boxes = Boxes(ops.masks_to_boxes_inclusive(top).to(torch.float32))
+        result.scores = merged[order]
+        result.pred_classes = labels[keep][order]
         return result
+
+    def _dense(self, count, size, device):
+        """Whether ``count`` kept masks of ``size`` are held at full size at once."""
+        if self.full_mask_mode != "auto":
+            return self.full_mask_mode == "dense"
+        return device.type == "cuda" and count * size[0] * size[1] <= self.dense_max_pixels

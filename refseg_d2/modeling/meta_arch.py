@@ -9,7 +9,6 @@ and the top detections are returned at the original image size (the matching sta
 ``matching.py``). References become a memory bank through the memory stage (``memory/``).
 """
 import logging
-import os
 
 import torch
 import torch.nn as nn
@@ -22,7 +21,7 @@ from ..utils.timing import StageTimer
 from .encoders import build_encoder
 from .matching import ProposalMatcher
 from .memory import MemoryBank, ReferenceEncoder
-from .proposals import ProposalCache, ProposalGenerator, SAM2Prompter, build_sam2_model
+from .proposals import ProposalGenerator, SAM2Prompter, build_sam2_model
 from .proposals.accel import compile_models, set_tf32
 
 logger = logging.getLogger(__name__)
@@ -57,7 +56,8 @@ class RefSeg(nn.Module):
         upsample_chunk=64,
         box_mask_source="sam2",
         crops_per_batch=16,
-        cache=None,
+        full_mask_mode="auto",
+        dense_max_pixels=1 << 28,
         amp="",
         batch_encoder=False,
     ):
@@ -72,7 +72,9 @@ class RefSeg(nn.Module):
             upsample_chunk (int): masks upsampled to full size at a time.
             box_mask_source (str): "sam2" or "box", the mask of a box-only reference.
             crops_per_batch (int): reference crops encoded together (0: all of an image).
-            cache (ProposalCache or None): cache of the reference-independent proposals.
+            full_mask_mode (str): "auto", "dense" or "streamed": how the kept masks are held at
+                full size (identical results; see ``refseg_d2.modeling.matching``).
+            dense_max_pixels (int): "auto" holds them all at once only up to this many pixels.
             amp (str): "" (fp32), "bf16" or "fp16": autocast of the SAM 2 and DINOv2 forwards.
             batch_encoder (bool): encode all images of a batch with DINOv2 at once.
         """
@@ -85,10 +87,11 @@ class RefSeg(nn.Module):
         self.memory = MemoryBank(encoder.feature_dim, encoder.signature())
         self.timer = StageTimer()
         self.proposal_generator = ProposalGenerator(
-            encoder, prompter, self.timer, batch_encoder, upsample_chunk, cache
+            encoder, prompter, self.timer, batch_encoder, upsample_chunk
         )
         self.matcher = ProposalMatcher(
-            self.timer, nms_thresh, nms_keep_factor, max_detections, merge_exponent
+            self.timer, nms_thresh, nms_keep_factor, max_detections, merge_exponent,
+            full_mask_mode, dense_max_pixels,
         )
         self.reference_encoder = ReferenceEncoder(
             encoder, prompter, box_mask_source, upsample_chunk, crops_per_batch
@@ -106,18 +109,6 @@ class RefSeg(nn.Module):
         prompter = SAM2Prompter(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH,
                                 r.SAM2.DECODER, r.SAM2.DECODER_CHUNK)
         set_tf32(r.ACCEL.TF32)
-        cache = None
-        if r.CACHE.ENABLED:
-            settings = {
-                "sam2": prompter.signature(r.SAM2.CONFIG),
-                "encoder": encoder.signature(),
-                "amp": r.ACCEL.AMP,
-                "tf32": r.ACCEL.TF32,
-                "batch_encoder": r.ACCEL.IMAGES_PER_BATCH > 1,
-                "apply_exif": r.INPUT.APPLY_EXIF,
-            }
-            cache = ProposalCache(r.CACHE.DIR or os.path.join(cfg.OUTPUT_DIR, "proposal_cache"), settings)
-            logger.info("Proposal cache: %s", cache.dir)
         if r.ACCEL.COMPILE:
             compile_models(encoder, prompter, r.ACCEL.COMPILE_BACKEND)
         return {
@@ -130,7 +121,8 @@ class RefSeg(nn.Module):
             "upsample_chunk": r.UPSAMPLE_CHUNK,
             "box_mask_source": r.MEMORY.BOX_MASK_SOURCE,
             "crops_per_batch": r.MEMORY.CROPS_PER_BATCH,
-            "cache": cache,
+            "full_mask_mode": r.FULL_MASKS.MODE,
+            "dense_max_pixels": r.FULL_MASKS.DENSE_MAX_PIXELS,
             "amp": r.ACCEL.AMP,
             "batch_encoder": r.ACCEL.IMAGES_PER_BATCH > 1,
         }
@@ -138,11 +130,6 @@ class RefSeg(nn.Module):
     @property
     def device(self):
         return self.prompter.pixel_mean.device
-
-    @property
-    def cache(self):
-        """The proposal cache (ProposalCache) or None."""
-        return self.proposal_generator.cache
 
     @property
     def max_detections(self):
@@ -203,8 +190,7 @@ class RefSeg(nn.Module):
 
     def compute_proposals(self, batched_inputs):
         """
-        The reference-independent part of the method (read from the proposal cache when it
-        has them).
+        The reference-independent part of the method.
 
         Returns:
             list[Proposals], one per input.

@@ -172,10 +172,29 @@ def _pairwise_intersections(masks, pixel_chunk=1 << 22):
     return out
 
 
-def semantic_soft_merge(masks, labels, features, scores, exponent=0.5):
+def dense_self_overlaps(masks):
     """
-    Semantic-aware soft merging. Masks are given in ranking order (NMS order); within each
-    class, mask a is decayed by the masks that come before it:
+    The intra-class overlap function of :func:`semantic_soft_merge_overlaps` for masks held at
+    full size.
+
+    Args:
+        masks: (n, H, W) bool.
+    Returns:
+        a function idx (k,) int64 -> (k, k) float64 with [a, b] = |M_a ∩ M_b| / max(|M_a|, 1).
+    """
+    flat = masks.reshape(masks.shape[0], -1)
+    areas = flat.sum(dim=1).to(torch.float64)
+
+    def ios(idx):
+        return _pairwise_intersections(flat[idx]) / areas[idx].clamp(min=1.0)[:, None]
+
+    return ios
+
+
+def semantic_soft_merge_overlaps(overlaps, labels, features, scores, exponent=0.5):
+    """
+    Semantic-aware soft merging, given the overlaps of the masks. Masks are in ranking order
+    (NMS order); within each class, mask a is decayed by the masks that come before it:
 
         ios_a = max_{b < a, same class} |M_a ∩ M_b| / |M_a| * max(0, f_a . f_b)
         score_a <- score_a * (1 - ios_a) ** exponent
@@ -184,7 +203,9 @@ def semantic_soft_merge(masks, labels, features, scores, exponent=0.5):
     divides 0 by 0), and 1 - ios is clamped at 0 against rounding above 1.
 
     Args:
-        masks: (n, H, W) bool at the original resolution.
+        overlaps: a function idx (k,) int64 -> (k, k) float64, [a, b] = |M_a ∩ M_b| / |M_a|
+            of the masks idx (:func:`dense_self_overlaps`, or the run-length one of
+            ``refseg_d2.modeling.mask_overlaps``); called once per class with >= 2 masks.
         labels: (n,) int64.
         features: (n, D) unit vectors (the pooled mask features).
         scores: (n,) float.
@@ -192,22 +213,33 @@ def semantic_soft_merge(masks, labels, features, scores, exponent=0.5):
     Returns:
         (n,) decayed scores.
     """
-    n = masks.shape[0]
+    n = labels.shape[0]
     if n == 0:
         return scores.clone()
-    flat = masks.reshape(n, -1)
-    areas = flat.sum(dim=1).to(torch.float64)
     decay = torch.zeros(n, dtype=torch.float64, device=scores.device)
     for label in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == label, as_tuple=True)[0]
         if idx.numel() < 2:
             continue
-        inter = torch.tril(_pairwise_intersections(flat[idx]), diagonal=-1)
-        ios = inter / areas[idx].clamp(min=1.0)[:, None]
+        ios = torch.tril(overlaps(idx).to(decay.device), diagonal=-1)
         sim = (features[idx] @ features[idx].t()).clamp(min=0.0).to(torch.float64)
         decay[idx] = (ios * sim).amax(dim=1)
     factor = (1.0 - decay).clamp(min=0.0).pow(exponent).to(scores.dtype)
     return scores * factor
+
+
+def semantic_soft_merge(masks, labels, features, scores, exponent=0.5):
+    """
+    :func:`semantic_soft_merge_overlaps` of masks held at full size.
+
+    Args:
+        masks: (n, H, W) bool at the original resolution; labels (n,), features (n, D),
+            scores (n,), exponent as there.
+    Returns:
+        (n,) decayed scores.
+    """
+    return semantic_soft_merge_overlaps(dense_self_overlaps(masks), labels, features, scores,
+                                        exponent)
 
 
 def select_top_k(scores, k):
@@ -222,20 +254,39 @@ def select_top_k(scores, k):
     return torch.argsort(scores, descending=True)[:k]
 
 
-def upsample_mask_logits(logits, size, chunk=64):
+# Upper bound on the output pixels of one interpolation call (float32 intermediates of about
+# 128 MB): a chunk of masks shrinks to this at large image sizes, down to one mask.
+UPSAMPLE_PIXELS = 1 << 25
+
+
+def iter_upsampled_masks(logits, size, chunk=64):
     """
-    Bilinear, antialiased upsampling of low-resolution logits, thresholded at 0.
+    Bilinear, antialiased upsampling of low-resolution logits, thresholded at 0, a chunk of
+    masks at a time. Every mask is interpolated on its own plane, so a mask's pixels do not
+    depend on the chunk it is in.
 
     Args:
         logits: (n, h, w) float.
         size: (H, W) output size.
-        chunk: masks interpolated at a time (bounds peak memory).
+        chunk: at most this many masks per step (fewer when chunk * H * W > UPSAMPLE_PIXELS).
+    Yields:
+        (start, (c, H, W) bool): the masks start .. start + c - 1.
+    """
+    step = max(1, min(chunk, UPSAMPLE_PIXELS // max(1, size[0] * size[1])))
+    for start in range(0, logits.shape[0], step):
+        part = logits[start : start + step, None]
+        up = F.interpolate(part, size=size, mode="bilinear", align_corners=False, antialias=True)
+        yield start, up[:, 0] > 0
+
+
+def upsample_mask_logits(logits, size, chunk=64):
+    """
+    :func:`iter_upsampled_masks` gathered into one tensor.
+
     Returns:
         (n, H, W) bool.
     """
     out = torch.empty((logits.shape[0], size[0], size[1]), dtype=torch.bool, device=logits.device)
-    for start in range(0, logits.shape[0], chunk):
-        part = logits[start : start + chunk, None]
-        up = F.interpolate(part, size=size, mode="bilinear", align_corners=False, antialias=True)
-        out[start : start + chunk] = up[:, 0] > 0
+    for start, part in iter_upsampled_masks(logits, size, chunk):
+        out[start : start + part.shape[0]] = part
     return out

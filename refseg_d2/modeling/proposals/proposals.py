@@ -4,7 +4,7 @@ their pooled DINOv2 features (method-reference 3, steps 6-12 of section 13).
 
 Timer stages: "dinov2" (target features), "sam2_image_encoder", "sam2_prompt_decoding" (the
 point grid, best-of-3, predicted-IoU filter), "feature_pooling" (features on the mask grid,
-mask-pooled and normalised; low-resolution boxes) and "proposal_cache" (cache reads/writes).
+mask-pooled and normalised; low-resolution boxes).
 
 Shape shorthand: N kept proposals, D feature dimension, h x w the low-resolution mask grid
 (S / 4 for a SAM 2 input of S), H x W the original image size.
@@ -31,6 +31,10 @@ class LogitMasks:
         """(k, H, W) bool: bilinear + antialias upsampling to ``size``, thresholded at 0."""
         return ops.upsample_mask_logits(self.logits[indices], size, self.chunk)
 
+    def iter_full(self, indices, size):
+        """The masks of ``full`` a chunk at a time: yields (start, (c, H, W) bool)."""
+        return ops.iter_upsampled_masks(self.logits[indices], size, self.chunk)
+
 
 class Proposals:
     """
@@ -40,8 +44,7 @@ class Proposals:
         features: (N, D) unit-norm pooled DINOv2 features (zero for an empty mask).
         pred_ious: (N,) SAM 2 predicted IoUs.
         boxes: (N, 4) int64 inclusive boxes on the low-resolution mask grid.
-        masks: the masks, with ``full(indices, size) -> (k, H, W) bool``: :class:`LogitMasks`,
-            or ``RLEMasks`` when read from the proposal cache.
+        masks (LogitMasks): the masks, upsampled on demand.
     """
 
     def __init__(self, features, pred_ious, boxes, masks):
@@ -57,15 +60,18 @@ class Proposals:
         """(k, H, W) bool full-resolution masks of the proposals ``indices`` (k,)."""
         return self.masks.full(indices, size)
 
+    def iter_full_masks(self, indices, size):
+        """:meth:`full_masks` a chunk at a time: yields (start, (c, H, W) bool)."""
+        return self.masks.iter_full(indices, size)
+
 
 class ProposalGenerator:
     """
     Target images -> :class:`Proposals`, with the encoder and SAM 2 prompter of the model (shared
-    modules, not copies) and an optional proposal cache.
+    modules, not copies).
     """
 
-    def __init__(self, encoder, prompter, timer, batch_encoder=False, upsample_chunk=64,
-                 cache=None):
+    def __init__(self, encoder, prompter, timer, batch_encoder=False, upsample_chunk=64):
         """
         Args:
             encoder (nn.Module): the semantic encoder.
@@ -74,14 +80,12 @@ class ProposalGenerator:
             timer (StageTimer): where the stage times go.
             batch_encoder (bool): encode all images of a batch with DINOv2 at once.
             upsample_chunk (int): masks upsampled at a time.
-            cache (ProposalCache or None).
         """
         self.encoder = encoder
         self.prompter = prompter
         self.timer = timer
         self.batch_encoder = batch_encoder
         self.upsample_chunk = upsample_chunk
-        self.cache = cache
 
     @property
     def device(self):
@@ -91,20 +95,13 @@ class ProposalGenerator:
         """
         Args:
             batched_inputs (list[dict]): from ``RefSegTargetMapper``: "image" (3, S, S) uint8
-                RGB, "height", "width" (the output size) and "file_name" (the cache key; an
-                image given as an array, without a file, is not cached).
+                RGB, "height", "width" (the output size), optionally "file_name".
         Returns:
             list[Proposals], one per input.
         """
-        results = [None] * len(batched_inputs)
-        if self.cache is not None:
-            with self.timer.stage("proposal_cache", self.device):
-                results = [self.cache.load(x, self.device) if x.get("file_name") else None
-                           for x in batched_inputs]
-        todo = [i for i, r in enumerate(results) if r is None]
-        if not todo:
-            return results
-        images = torch.stack([self._target_image(batched_inputs[i]) for i in todo])
+        if not batched_inputs:
+            return []
+        images = torch.stack([self._target_image(x) for x in batched_inputs])
         with self.timer.stage("dinov2", self.device), self.prompter.autocast():
             size = self.encoder.input_size
             enc_in = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
@@ -112,15 +109,8 @@ class ProposalGenerator:
                 feature_maps = self.encoder(enc_in).float()
             else:
                 feature_maps = torch.cat([self.encoder(x[None]).float() for x in enc_in])
-        for i, image, feature_map in zip(todo, images, feature_maps):
-            results[i] = self._propose_one(image[None], feature_map)
-            if self.cache is not None and batched_inputs[i].get("file_name"):
-                inputs = batched_inputs[i]
-                with self.timer.stage("proposal_cache", self.device):
-                    size = (int(inputs["height"]), int(inputs["width"]))
-                    every = torch.arange(len(results[i]), device=self.device)
-                    self.cache.save(inputs, results[i], results[i].full_masks(every, size))
-        return results
+        return [self._propose_one(image[None], feature_map)
+                for image, feature_map in zip(images, feature_maps)]
 
     def _target_image(self, inputs):
         """(3, S, S) float image in [0, 1] on the device."""

@@ -1,0 +1,142 @@
+"""
+Full-size masks in bounded memory: streamed post-processing (chunked upsampling, areas and
+run-length intersections) equals the all-at-once computation, on hand-made masks and through
+the matcher and tools/train_net.py.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from refseg_d2.modeling import mask_overlaps, ops
+from refseg_d2.modeling.matching import ProposalMatcher
+from refseg_d2.modeling.proposals import LogitMasks, Proposals
+from refseg_d2.utils.timing import StageTimer
+from test_train_net import predictions, run_train_net
+
+
+def _square(size, y0, x0, side):
+    m = torch.zeros(size, dtype=torch.bool)
+    m[y0 : y0 + side, x0 : x0 + side] = True
+    return m
+
+
+def _hand_made(size=(12, 20)):
+    """A 4x4 square, a 2x2 square nested in it, one touching it, an empty and a full mask."""
+    return torch.stack([
+        _square(size, 2, 2, 4),        # A: 16 px
+        _square(size, 3, 3, 2),        # B in A: 4 px
+        _square(size, 2, 6, 4),        # C touches A's right edge, shares no pixel
+        torch.zeros(size, dtype=torch.bool),
+        torch.ones(size, dtype=torch.bool),
+    ])
+
+
+def test_run_length_overlaps_are_the_hand_computed_intersection_over_first_area():
+    masks = _hand_made()
+    idx = torch.tensor([0, 1, 2, 4])
+    ios = mask_overlaps.rle_self_overlaps(mask_overlaps.encode_masks(masks))(idx)
+    area_full = 12 * 20
+    want = torch.tensor([
+        [1.0, 4 / 16, 0.0, 16 / 16],
+        [4 / 4, 1.0, 0.0, 4 / 4],
+        [0.0, 0.0, 1.0, 16 / 16],
+        [16 / area_full, 4 / area_full, 16 / area_full, 1.0],
+    ], dtype=torch.float64)
+    assert torch.equal(ios, want)
+    assert torch.equal(ios, ops.dense_self_overlaps(masks)(idx))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 3), (12, 20), (33, 65)])
+def test_encodings_on_the_device_path_and_pycocotools_agree_and_decode_to_the_masks(size):
+    torch.manual_seed(size[0])
+    masks = torch.rand((6,) + size) > 0.5
+    masks[0] = False
+    masks[1] = True
+    cpu = mask_overlaps.encode_masks(masks)
+    runs = mask_overlaps._runs_from_transitions(masks.reshape(6, -1))
+    device = [mask_overlaps.mask_util.frPyObjects({"size": [size[1], size[0]], "counts": r},
+                                                  size[1], size[0]) for r in runs]
+    assert [r["counts"] for r in cpu] == [r["counts"] for r in device]
+    assert mask_overlaps.mask_util.area(cpu).tolist() == masks.flatten(1).sum(1).tolist()
+    decoded = torch.from_numpy(mask_overlaps.mask_util.decode(cpu).transpose(2, 1, 0).copy())
+    assert torch.equal(decoded.bool(), masks)
+
+
+def test_soft_merge_from_run_lengths_equals_dense_and_the_hand_computed_decay():
+    masks = _hand_made()[:3]                       # A, B (nested in A), C (touching A)
+    labels = torch.zeros(3, dtype=torch.int64)
+    feats = F.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0]]), dim=1)
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    rle = ops.semantic_soft_merge_overlaps(
+        mask_overlaps.rle_self_overlaps(mask_overlaps.encode_masks(masks)), labels, feats, scores)
+    dense = ops.semantic_soft_merge(masks, labels, feats, scores)
+    # B lies inside A (ios 1) at cosine 0.6: 0.8 * (1 - 0.6) ** 0.5; A and C share no pixel.
+    want = torch.tensor([0.9, 0.8 * 0.4 ** 0.5, 0.7])
+    assert torch.equal(rle, dense)
+    assert torch.allclose(rle, want)
+
+
+def test_chunks_shrink_to_bound_memory_and_give_the_same_pixels(monkeypatch):
+    torch.manual_seed(0)
+    logits = torch.randn(5, 16, 16)
+    whole = ops.upsample_mask_logits(logits, (37, 29), chunk=64)
+    monkeypatch.setattr(ops, "UPSAMPLE_PIXELS", 2 * 37 * 29)
+    steps = [(start, part.shape[0]) for start, part in ops.iter_upsampled_masks(logits, (37, 29))]
+    assert steps == [(0, 2), (2, 2), (4, 1)]
+    assert torch.equal(ops.upsample_mask_logits(logits, (37, 29), chunk=64), whole)
+
+
+def _proposals(n=60, grid=16, seed=0):
+    """Overlapping smooth blobs, some too small to survive downsampling to a tiny image."""
+    g = torch.Generator().manual_seed(seed)
+    logits = F.avg_pool2d(torch.randn(n, 1, grid, grid, generator=g), 5, 1, 2)[:, 0] * 6 - 0.5
+    logits[:3] = -4.0
+    logits[:3, 5, 5] = 3.0                          # a one-cell blob
+    low = logits > 0
+    feats = F.normalize(torch.randn(n, 8, generator=g), dim=1)
+    feats = F.normalize(feats + torch.tensor([2.0] + [0.0] * 7), dim=1)   # all positive scores
+    return Proposals(feats, torch.rand(n, generator=g), ops.masks_to_boxes_inclusive(low),
+                     LogitMasks(logits, chunk=7))
+
+
+@pytest.mark.parametrize("size", [(5, 4), (16, 16), (41, 23), (90, 130)])
+def test_streamed_matching_equals_dense_matching_exactly(size):
+    proposals = _proposals()
+    every = torch.arange(len(proposals))
+    empty_at_size = ~proposals.full_masks(every, size).flatten(1).any(dim=1)
+    assert bool(empty_at_size.any()) == (size == (5, 4))    # none is empty at low resolution
+    prototypes = F.normalize(torch.randn(3, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    prototypes[0] = F.normalize(torch.tensor([1.0] + [0.0] * 7), dim=0)
+    out = {}
+    for mode in ("dense", "streamed"):
+        matcher = ProposalMatcher(StageTimer(), nms_thresh=1.0, max_detections=25,
+                                  full_mask_mode=mode)
+        out[mode] = matcher(proposals, prototypes, *size)
+    dense, streamed = out["dense"], out["streamed"]
+    assert len(dense) > 0
+    assert torch.equal(dense.pred_masks, streamed.pred_masks)
+    assert torch.equal(dense.scores, streamed.scores)
+    assert torch.equal(dense.pred_classes, streamed.pred_classes)
+    assert torch.equal(dense.pred_boxes.tensor, streamed.pred_boxes.tensor)
+    assert bool(dense.pred_masks.flatten(1).any(dim=1).all())     # empty masks were dropped
+
+
+def test_auto_mode_holds_masks_at_once_only_on_cuda_under_the_budget():
+    matcher = ProposalMatcher(StageTimer(), dense_max_pixels=1000)
+    assert not matcher._dense(10, (10, 10), torch.device("cpu"))
+    assert matcher._dense(10, (10, 10), torch.device("cuda"))
+    assert not matcher._dense(11, (10, 10), torch.device("cuda"))
+    with pytest.raises(ValueError, match="FULL_MASKS.MODE"):
+        ProposalMatcher(StageTimer(), full_mask_mode="banded")
+
+
+def test_train_net_predictions_are_identical_with_dense_and_streamed_masks(
+        random_weights, synthetic, tmp_path):
+    results = {}
+    for mode in ("dense", "streamed"):
+        out = tmp_path / mode
+        run_train_net(random_weights, synthetic, out, "--eval-only", "MODEL.REFSEG.NMS_THRESH",
+                      "1.0", "MODEL.REFSEG.FULL_MASKS.MODE", mode)
+        results[mode] = predictions(out)
+    assert len(results["dense"]) > 0
+    assert results["dense"] == results["streamed"]
