@@ -3,9 +3,12 @@ Full-size masks in bounded memory: streamed post-processing (chunked upsampling,
 run-length intersections) equals the all-at-once computation, on hand-made masks and through
 the matcher and tools/train_net.py.
 """
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+from pycocotools import mask as mask_util
 
 from refseg_d2.modeling import mask_overlaps, ops
 from refseg_d2.modeling.matching import ProposalMatcher
@@ -31,10 +34,22 @@ def _hand_made(size=(12, 20)):
     ])
 
 
-def test_run_length_overlaps_are_the_hand_computed_intersection_over_first_area():
+def _runs(masks):
+    return mask_overlaps.MaskRuns.from_chunks([(0, masks[:2]), (2, masks[2:])], len(masks),
+                                              masks.shape[1:])
+
+
+@pytest.mark.parametrize("way", ["runs", "bands"])
+def test_overlaps_from_runs_are_the_hand_computed_intersection_over_first_area(way, monkeypatch):
+    monkeypatch.setattr(mask_overlaps, "PRODUCTS_PER_RUN_STEP", 0 if way == "runs" else 1e9)
+    monkeypatch.setattr(mask_overlaps, "BAND_ELEMENTS", 4 * 3)     # bands of 3 segments
+    monkeypatch.setattr(mask_overlaps, "SEGMENT_PIXELS", 16)        # segments split at 16 px
+    monkeypatch.setattr(mask_overlaps, "BAND_PIXEL_SPAN", 40)
     masks = _hand_made()
     idx = torch.tensor([0, 1, 2, 4])
-    ios = mask_overlaps.rle_self_overlaps(mask_overlaps.encode_masks(masks))(idx)
+    runs = _runs(masks)
+    assert runs.areas.tolist() == [16, 4, 16, 0, 240]
+    ios = mask_overlaps.run_self_overlaps(runs)(idx)
     area_full = 12 * 20
     want = torch.tensor([
         [1.0, 4 / 16, 0.0, 16 / 16],
@@ -47,33 +62,59 @@ def test_run_length_overlaps_are_the_hand_computed_intersection_over_first_area(
 
 
 @pytest.mark.parametrize("size", [(1, 1), (7, 3), (12, 20), (33, 65)])
-def test_encodings_on_the_device_path_and_pycocotools_agree_and_decode_to_the_masks(size):
+def test_runs_give_pycocotools_encodings_and_bands_that_decode_to_the_masks(size):
     torch.manual_seed(size[0])
     masks = torch.rand((6,) + size) > 0.5
     masks[0] = False
     masks[1] = True
-    cpu = mask_overlaps.encode_masks(masks)
-    runs = mask_overlaps._runs_from_transitions(masks.reshape(6, -1))
-    device = [mask_overlaps.mask_util.frPyObjects({"size": [size[1], size[0]], "counts": r},
-                                                  size[1], size[0]) for r in runs]
-    assert [r["counts"] for r in cpu] == [r["counts"] for r in device]
-    assert mask_overlaps.mask_util.area(cpu).tolist() == masks.flatten(1).sum(1).tolist()
-    decoded = torch.from_numpy(mask_overlaps.mask_util.decode(cpu).transpose(2, 1, 0).copy())
-    assert torch.equal(decoded.bool(), masks)
+    runs = _runs(masks)
+    rles = runs.to_rles(torch.arange(6))
+    want = mask_util.encode(masks.numpy().astype(np.uint8).transpose(2, 1, 0).copy(order="F"))
+    assert [r["counts"] for r in rles] == [r["counts"] for r in want]
+    assert mask_util.area(rles).tolist() == masks.flatten(1).sum(1).tolist()
+    idx = torch.tensor([5, 0, 3])
+    assert torch.equal(_decode(runs, idx, 5), masks[idx].flatten(1))
+    kept = torch.tensor([False, True, True, False, True, True])
+    sub = runs.subset(kept)
+    assert torch.equal(sub.areas, masks[kept].flatten(1).sum(1))
+    assert torch.equal(_decode(sub, torch.arange(4), 12), masks[kept].flatten(1))
 
 
-def test_soft_merge_from_run_lengths_equals_dense_and_the_hand_computed_decay():
+def _decode(runs, idx, band_elements):
+    """Pixels of the masks idx, expanded back from the decoded segments."""
+    covered, weights = zip(*runs.decoded_bands(idx, band_elements))
+    weights = torch.cat(weights)
+    assert int(weights.sum()) == runs.num_pixels
+    return torch.repeat_interleave(torch.cat(covered, dim=1), weights, dim=1)
+
+
+def test_segments_merge_pixels_no_mask_changes_on():
+    masks = torch.zeros(2, 1, 10, dtype=torch.bool)
+    masks[0, 0, 2:6] = True
+    masks[1, 0, 4:9] = True
+    runs = _runs(masks)
+    edges, rows, first, last = runs.segments(torch.tensor([0, 1]))
+    assert edges.tolist() == [0, 2, 4, 6, 9, 10]
+    (covered, weights), = runs.decoded_bands(torch.tensor([0, 1]), 100)
+    assert weights.tolist() == [2, 2, 2, 3, 1]
+    assert covered.int().tolist() == [[0, 1, 1, 0, 0], [0, 0, 1, 1, 0]]
+
+
+@pytest.mark.parametrize("way", ["runs", "bands"])
+def test_soft_merge_from_runs_equals_dense_and_the_hand_computed_decay(way, monkeypatch):
+    monkeypatch.setattr(mask_overlaps, "PRODUCTS_PER_RUN_STEP", 0 if way == "runs" else 1e9)
     masks = _hand_made()[:3]                       # A, B (nested in A), C (touching A)
     labels = torch.zeros(3, dtype=torch.int64)
     feats = F.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0]]), dim=1)
     scores = torch.tensor([0.9, 0.8, 0.7])
-    rle = ops.semantic_soft_merge_overlaps(
-        mask_overlaps.rle_self_overlaps(mask_overlaps.encode_masks(masks)), labels, feats, scores)
+    runs = mask_overlaps.MaskRuns.from_chunks([(0, masks)], 3, masks.shape[1:])
+    merged = ops.semantic_soft_merge_overlaps(
+        mask_overlaps.run_self_overlaps(runs), labels, feats, scores)
     dense = ops.semantic_soft_merge(masks, labels, feats, scores)
     # B lies inside A (ios 1) at cosine 0.6: 0.8 * (1 - 0.6) ** 0.5; A and C share no pixel.
     want = torch.tensor([0.9, 0.8 * 0.4 ** 0.5, 0.7])
-    assert torch.equal(rle, dense)
-    assert torch.allclose(rle, want)
+    assert torch.equal(merged, dense)
+    assert torch.allclose(merged, want)
 
 
 def test_chunks_shrink_to_bound_memory_and_give_the_same_pixels(monkeypatch):
@@ -99,8 +140,11 @@ def _proposals(n=60, grid=16, seed=0):
                      LogitMasks(logits, chunk=7))
 
 
+@pytest.mark.parametrize("way", ["runs", "bands"])
 @pytest.mark.parametrize("size", [(5, 4), (16, 16), (41, 23), (90, 130)])
-def test_streamed_matching_equals_dense_matching_exactly(size):
+def test_streamed_matching_equals_dense_matching_exactly(size, way, monkeypatch):
+    monkeypatch.setattr(mask_overlaps, "PRODUCTS_PER_RUN_STEP", 0 if way == "runs" else 1e9)
+    monkeypatch.setattr(mask_overlaps, "BAND_ELEMENTS", 1000)
     proposals = _proposals()
     every = torch.arange(len(proposals))
     empty_at_size = ~proposals.full_masks(every, size).flatten(1).any(dim=1)

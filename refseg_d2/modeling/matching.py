@@ -7,9 +7,9 @@ proposals only, semantic-aware soft merging and the top-k.
 Full-size masks are handled in one of two ways, with identical results:
 - "dense": all kept masks at full size at once; intersections by matrix products (fast on a
   GPU, n x H x W bytes of memory);
-- "streamed": kept masks upsampled a chunk at a time and reduced to areas and run-length
-  encodings (``mask_overlaps``); intersections from the encodings; only the final top-k are
-  held at full size (bounded memory at any image size, and faster on a CPU).
+- "streamed": kept masks upsampled a chunk at a time and reduced to their runs of set pixels
+  (``mask_overlaps``); intersections from the runs; only the final top-k are held at full size
+  (bounded memory at any image size, and faster on a CPU).
 "auto" picks "dense" on CUDA when n x H x W <= dense_max_pixels, "streamed" otherwise.
 
 Timer stages: "classification_nms", "mask_upsampling", "soft_merging" (with the top-k).
@@ -18,7 +18,7 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 from . import ops
-from .mask_overlaps import rle_self_overlaps, streamed_mask_statistics
+from .mask_overlaps import MaskRuns, run_self_overlaps
 
 FULL_MASK_MODES = ("auto", "dense", "streamed")
 
@@ -78,10 +78,10 @@ class ProposalMatcher:
                 overlaps = ops.dense_self_overlaps(masks)
             else:
                 masks = None
-                areas, rles = streamed_mask_statistics(proposals.iter_full_masks(keep, size), len(keep))
-                nonempty = areas > 0
+                runs = MaskRuns.from_chunks(proposals.iter_full_masks(keep, size), len(keep), size)
+                nonempty = runs.areas > 0
                 keep = keep[nonempty]
-                overlaps = rle_self_overlaps([r for r, ok in zip(rles, nonempty.tolist()) if ok])
+                overlaps = run_self_overlaps(runs.subset(nonempty))
         with timer.stage("soft_merging", dev):
             merged = ops.semantic_soft_merge_overlaps(
                 overlaps, labels[keep], proposals.features[keep], scores[keep], self.merge_exponent
