@@ -42,9 +42,8 @@ def _runs(masks):
 @pytest.mark.parametrize("way", ["runs", "bands"])
 def test_overlaps_from_runs_are_the_hand_computed_intersection_over_first_area(way, monkeypatch):
     monkeypatch.setattr(mask_overlaps, "PRODUCTS_PER_RUN_STEP", 0 if way == "runs" else 1e9)
-    monkeypatch.setattr(mask_overlaps, "BAND_ELEMENTS", 4 * 3)     # bands of 3 segments
-    monkeypatch.setattr(mask_overlaps, "SEGMENT_PIXELS", 16)        # segments split at 16 px
-    monkeypatch.setattr(mask_overlaps, "BAND_PIXEL_SPAN", 40)
+    monkeypatch.setattr(mask_overlaps, "BAND_ELEMENTS", 4 * 3)     # 3 segments at a time
+    monkeypatch.setattr(mask_overlaps, "PIXEL_BAND", 16)            # runs split at 16 px
     masks = _hand_made()
     idx = torch.tensor([0, 1, 2, 4])
     runs = _runs(masks)
@@ -61,8 +60,11 @@ def test_overlaps_from_runs_are_the_hand_computed_intersection_over_first_area(w
     assert torch.equal(ios, ops.dense_self_overlaps(masks)(idx))
 
 
+@pytest.mark.parametrize("pixel_band", [7, 1 << 22])
 @pytest.mark.parametrize("size", [(1, 1), (7, 3), (12, 20), (33, 65)])
-def test_runs_give_pycocotools_encodings_and_bands_that_decode_to_the_masks(size):
+def test_runs_give_pycocotools_encodings_and_bands_that_decode_to_the_masks(size, pixel_band,
+                                                                            monkeypatch):
+    monkeypatch.setattr(mask_overlaps, "PIXEL_BAND", pixel_band)
     torch.manual_seed(size[0])
     masks = torch.rand((6,) + size) > 0.5
     masks[0] = False
@@ -92,11 +94,8 @@ def test_segments_merge_pixels_no_mask_changes_on():
     masks = torch.zeros(2, 1, 10, dtype=torch.bool)
     masks[0, 0, 2:6] = True
     masks[1, 0, 4:9] = True
-    runs = _runs(masks)
-    edges, rows, first, last = runs.segments(torch.tensor([0, 1]))
-    assert edges.tolist() == [0, 2, 4, 6, 9, 10]
-    (covered, weights), = runs.decoded_bands(torch.tensor([0, 1]), 100)
-    assert weights.tolist() == [2, 2, 2, 3, 1]
+    (covered, weights), = _runs(masks).decoded_bands(torch.tensor([0, 1]), 100)
+    assert weights.tolist() == [2, 2, 2, 3, 1]        # edges 0, 2, 4, 6, 9, 10
     assert covered.int().tolist() == [[0, 1, 1, 0, 0], [0, 0, 1, 1, 0]]
 
 
@@ -145,6 +144,7 @@ def _proposals(n=60, grid=16, seed=0):
 def test_streamed_matching_equals_dense_matching_exactly(size, way, monkeypatch):
     monkeypatch.setattr(mask_overlaps, "PRODUCTS_PER_RUN_STEP", 0 if way == "runs" else 1e9)
     monkeypatch.setattr(mask_overlaps, "BAND_ELEMENTS", 1000)
+    monkeypatch.setattr(mask_overlaps, "PIXEL_BAND", 500)
     proposals = _proposals()
     every = torch.arange(len(proposals))
     empty_at_size = ~proposals.full_masks(every, size).flatten(1).any(dim=1)
