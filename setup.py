@@ -7,6 +7,8 @@ setup(
     version="0.1.0",
     description="Training-free reference-based instance segmentation (No Time to Train) for Detectron2",
     packages=find_packages(exclude=("configs", "tests", "tools")),
+    # The published baseline numbers drawn next to sweep results (refseg_d2/reporting).
+    package_data={"refseg_d2.reporting": ["baselines.json"]},
     python_requires=">=3.9",
     # Every package refseg_d2 imports, except detectron2, which has no official PyPI release:
     # install it first (README, "Install"; tools/install_detectron2.sh). dinov2 0.0.1.dev2's own
@@ -27,6 +29,8 @@ setup(
         # LVIS v1 benchmark: Detectron2's load_lvis_json and LVISEvaluator.
         "lvis>=0.5.3",
         "opencv-python-headless",
+        # Sweep figures (results.png / .svg) and the run report; Detectron2's Visualizer too.
+        "matplotlib",
         "Pillow",
         "numpy",
         "tabulate",

@@ -1,9 +1,8 @@
-"""tools/sweep.py (resume, tables), tools/add_sam2_masks.py (resume, atomic output), and one
+"""tools/sweep.py (run plan, tables), tools/add_sam2_masks.py (resume, atomic output), and one
 COCO-FSOD sweep end to end on a fake COCO tree with the tiny random-weight model."""
 import csv
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -19,48 +18,28 @@ import sweep  # noqa: E402
 
 COCO_FSOD = os.path.join(REPO, "configs", "benchmarks", "coco_fsod.yaml")
 
-FAKE_TRAIN_NET = '''
-import json, os, re, sys
-argv = sys.argv[1:]
-out = argv[argv.index("OUTPUT_DIR") + 1]
-refs = argv[argv.index("DATASETS.REFERENCE") + 1]
-shots, seed = map(int, re.search(r"_(\\d+)shot_seed(\\d+)", refs).groups())
-with open(os.environ["SWEEP_CALLS"], "a") as f:
-    f.write(os.path.basename(out) + "\\n")
-if os.environ.get("SWEEP_FAIL") == os.path.basename(out):
-    sys.exit(3)
-os.makedirs(out, exist_ok=True)
-with open(os.path.join(out, "metrics.json"), "w") as f:
-    json.dump({"bbox": {"AP": 10 * shots + seed, "AP50": 50.0, "AP-person": 1.0},
-               "segm": {"AP": 5.0 * seed}}, f)
-'''
+
+def _finished_run(out, shots, seed):
+    """A run folder as a finished sweep run leaves it (its metrics.json)."""
+    folder = os.path.join(out, "{}shot_seed{}".format(shots, seed))
+    os.makedirs(folder)
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump({"bbox": {"AP": 10 * shots + seed, "AP50": 50.0, "AP-person": 1.0},
+                   "segm": {"AP": 5.0 * seed}}, f)
 
 
-@pytest.fixture
-def fake_train_net(tmp_path, monkeypatch):
-    script = tmp_path / "fake_train_net.py"
-    script.write_text(FAKE_TRAIN_NET)
-    calls = tmp_path / "calls.txt"
-    monkeypatch.setenv("SWEEP_CALLS", str(calls))
-    return str(script), calls
-
-
-def test_sweep_resumes_after_a_failure_and_aggregates_mean_and_std(
-    fake_train_net, tmp_path, monkeypatch
-):
-    script, calls = fake_train_net
+def test_sweep_aggregates_mean_and_std_of_the_finished_runs(tmp_path):
     out = str(tmp_path / "sweep")
     argv = ["--config-file", COCO_FSOD, "--shots", "1", "2", "--seeds", "1", "2", "3",
-            "--output-dir", out, "--train-net", script]
-    monkeypatch.setenv("SWEEP_FAIL", "2shot_seed2")
-    with pytest.raises(RuntimeError, match="2shot_seed2 failed"):
+            "--output-dir", out, "--aggregate-only"]
+    with pytest.raises(RuntimeError, match="No finished run"):
         sweep.main(argv)
-    monkeypatch.delenv("SWEEP_FAIL")
+    for shots, seed in ((1, 1), (1, 2), (1, 3), (2, 1), (2, 3)):
+        _finished_run(out, shots, seed)
+    table, sets = sweep.main(argv)
+    assert list(table[2]) == [1, 3] and not sets     # 2shot_seed2 is not finished: left out
+    _finished_run(out, 2, 2)
     sweep.main(argv)
-    assert calls.read_text().split() == [
-        "1shot_seed1", "1shot_seed2", "1shot_seed3", "2shot_seed1", "2shot_seed2",   # failed
-        "2shot_seed2", "2shot_seed3",                                               # resumed
-    ]
     with open(os.path.join(out, "results.csv")) as f:
         rows = {(r["shots"], r["metric"]): r for r in csv.DictReader(f)}
     row = rows[("1", "bbox/AP")]
@@ -69,47 +48,39 @@ def test_sweep_resumes_after_a_failure_and_aggregates_mean_and_std(
     assert ("1", "bbox/AP-person") not in rows         # per-class metrics left out by default
     md = open(os.path.join(out, "results.md")).read()
     assert "| 2 | 3 | 22.0 ± 1.0 | 50.0 ± 0.0 | 10.0 ± 5.0 |" in md
-    sweep.main(argv + ["--aggregate-only"])
-    assert len(calls.read_text().split()) == 7
     with pytest.raises(ValueError, match="sweep.json holds a sweep"):
         sweep.main(argv + ["MODEL.REFSEG.NMS_THRESH", "0.6"])
 
 
-def test_sweep_hands_every_run_the_users_datasets_and_overrides_but_samples_nothing(
-    fake_train_net, tmp_path
-):
-    script, calls = fake_train_net
-    commands = []
-
-    def runner(cmd):
-        commands.append(cmd)
-        return subprocess.call(cmd)
+def test_sweep_plans_shots_seeds_and_explicit_sets_but_samples_nothing(tmp_path):
+    from detectron2.data import DatasetCatalog
 
     out = str(tmp_path / "sweep")
-    sweep.main(["--config-file", COCO_FSOD, "--shots", "1", "--seeds", "33", "500",
-                "--output-dir", out, "--train-net", script,
-                "--register", "my_test", "test.json", "images/", "--",
-                "MODEL.REFSEG.NMS_THRESH", "0.6"], runner=runner)
-    assert calls.read_text().split() == ["1shot_seed33", "1shot_seed500"]
-    for cmd, seed in zip(commands, (33, 500)):
-        i = cmd.index("--register")
-        assert cmd[i : i + 4] == ["--register", "my_test", "test.json", "images/"]
-        assert cmd.count("--register") == 1          # seed 500 is resolved by train_net itself
-        assert "--" not in cmd
-        assert cmd[cmd.index("MODEL.REFSEG.NMS_THRESH") + 1] == "0.6"
-        refs = cmd[cmd.index("DATASETS.REFERENCE") + 1]
-        assert refs == "('coco_fsod_train_novel_1shot_seed{}',)".format(seed)
+    args = sweep.parse_args([
+        "--config-file", COCO_FSOD, "--shots", "1", "--seeds", "33", "500",
+        "--references", "my_refs", "--output-dir", out,
+        "--register", "my_refs", "refs.json", "images/", "--", "MODEL.REFSEG.NMS_THRESH", "0.6"])
+    assert args.register == [["my_refs", "refs.json", "images/"]]
+    cfg = sweep.load_config(args)
+    assert cfg.MODEL.REFSEG.NMS_THRESH == 0.6
+    runs = sweep.plan_runs(args, list(cfg.DATASETS.REFERENCE))
+    assert [(k, seed, os.path.basename(d), names) for k, seed, d, names in runs] == [
+        (1, 33, "1shot_seed33", ["coco_fsod_train_novel_1shot_seed33"]),
+        (1, 500, "1shot_seed500", ["coco_fsod_train_novel_1shot_seed500"]),
+        (None, None, "my_refs", ["my_refs"]),
+    ]
+    assert "coco_fsod_train_novel_1shot_seed500" not in DatasetCatalog.list()   # resolved later
+    args.references = ["1shot_seed33"]
+    with pytest.raises(ValueError, match="Runs named twice"):
+        sweep.plan_runs(args, list(cfg.DATASETS.REFERENCE))
+    for bad in (["--seeds", "1"], []):
+        with pytest.raises(SystemExit):
+            sweep.parse_args(["--config-file", COCO_FSOD, "--output-dir", out] + bad)
 
 
-def test_sweep_command_and_reference_names(tmp_path):
-    args = sweep.parse_args(["--config-file", COCO_FSOD, "--shots", "5", "--seeds", "42",
-                             "--output-dir", str(tmp_path), "--num-gpus", "2"])
-    names = ["coco_fsod_train_novel_5shot_seed42"]
-    cmd = sweep.train_net_command(args, str(tmp_path / "5shot_seed42"), names)
-    assert cmd[cmd.index("DATASETS.REFERENCE") + 1] == "('coco_fsod_train_novel_5shot_seed42',)"
-    cache = os.path.join(str(tmp_path), "proposal_cache")
-    assert cmd[cmd.index("MODEL.REFSEG.CACHE.DIR") + 1] == cache
-    assert "--eval-only" in cmd and "--dist-url" in cmd
+def test_sweep_reference_names():
+    names = sweep.reference_names(["coco_fsod_train_novel_5shot_seed42"], 10, 33)
+    assert names == ["coco_fsod_train_novel_10shot_seed33"]
     names = sweep.reference_names(["cdfsod_dior_1shot_with_segm"], 10, None)
     assert names == ["cdfsod_dior_10shot_with_segm"]
     names = sweep.reference_names(["voc_tfa_split2_novel_1shot_seed0"], 3, 7)
@@ -119,29 +90,24 @@ def test_sweep_command_and_reference_names(tmp_path):
 
 
 def test_coco_fsod_sweep_end_to_end_with_the_tiny_model(random_weights, tmp_path):
-    import train_net
-
     register_under(tmp_path / "data")
     make_coco_tree(str(tmp_path / "data"), per_class=2, images=True)
     sam2, dinov2 = random_weights
-
-    def in_process(cmd):
-        train_net.main(train_net.get_parser().parse_args(cmd[2:]))
-        return 0
-
     out = str(tmp_path / "sweep")
     sweep.main([
         "--config-file", TINY_CONFIG, "--shots", "1", "--seeds", "0", "1", "--output-dir", out,
         "DATASETS.REFERENCE", '("coco_fsod_train_novel_1shot_seed0",)',
         "DATASETS.TEST", '("coco_fsod_val_novel",)',
         "MODEL.REFSEG.SAM2.WEIGHTS", sam2, "MODEL.REFSEG.ENCODER.WEIGHTS", dinov2,
-    ], runner=in_process)
+    ])
     for seed in (0, 1):
-        with open(os.path.join(out, "1shot_seed{}".format(seed), "metrics.json")) as f:
+        run = os.path.join(out, "1shot_seed{}".format(seed))
+        with open(os.path.join(run, "metrics.json")) as f:
             metrics = json.load(f)
         assert set(metrics) == {"bbox", "segm"}
         assert len([k for k in metrics["bbox"] if k.startswith("AP-")]) == 20
-    assert os.listdir(os.path.join(out, "proposal_cache"))      # shared by both runs
+        assert os.path.isfile(os.path.join(run, "inference", "coco_fsod_val_novel",
+                                           "coco_instances_results.json"))
     assert "bbox/AP" in open(os.path.join(out, "results.md")).read()
 
 

@@ -9,9 +9,10 @@ from refseg_d2.modeling.proposals import check_sam2_version
 
 PACKAGE = os.path.join(REPO, "refseg_d2")
 # Each layer may import the layers before it (and itself), never one after it.
-LAYERS = ["config", "utils", "modeling", "data", "evaluation", "engine", "predictor", "testing"]
-RANK = {"config": 0, "utils": 0, "modeling": 1, "data": 2, "evaluation": 3, "engine": 4,
-        "predictor": 5, "testing": 6}
+LAYERS = ["config", "utils", "modeling", "data", "evaluation", "reporting", "engine", "predictor",
+          "testing"]
+RANK = {"config": 0, "utils": 0, "modeling": 1, "data": 2, "evaluation": 3, "reporting": 4,
+        "engine": 5, "predictor": 6, "testing": 7}
 
 
 def _layer(module):

@@ -9,6 +9,7 @@ config merges, and every dataset they name is registered or resolves). The Makef
 what CI itself runs.
 """
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -26,7 +27,7 @@ from refseg_d2.testing.synthetic import make_split
 README = os.path.join(REPO, "README.md")
 # Commands run as dry checks: (prefix of the command, why it cannot run here).
 DRY = {
-    "tools/sweep.py": "a benchmark sweep (60 train_net runs on COCO)",
+    "tools/sweep.py --config-file configs/benchmarks/": "a benchmark sweep (60 runs on COCO)",
     "tools/add_sam2_masks.py": "needs the VOC / CD-FSOD data",
     "tools/train_net.py --config-file configs/benchmarks/": "needs the COCO data",
 }
@@ -90,6 +91,7 @@ def workspace(random_weights, tmp_path_factory):
         json_file, root = make_split(ws, name, 4, seed=seed, overlap_every=0, first_image_id=first)
         os.replace(json_file, os.path.join(ws, split + ".json"))
         shutil.copytree(root, os.path.join(ws, "imgs"), dirs_exist_ok=True)
+    _second_reference_set(ws)
     _folder_references(ws)
     images = sorted(os.listdir(os.path.join(ws, "test_images")))
     for folder, files, ext in (("photos", images[:2], ".png"), ("more/sub", images[2:3], ".jpg"),
@@ -99,6 +101,17 @@ def workspace(random_weights, tmp_path_factory):
             Image.open(os.path.join(ws, "test_images", f)).convert("RGB").save(
                 os.path.join(ws, folder, os.path.splitext(f)[0] + ext))
     return ws
+
+
+def _second_reference_set(ws):
+    """refs_b.json: refs.json without its first image (a second reference set for the sweep)."""
+    with open(os.path.join(ws, "refs.json")) as f:
+        data = json.load(f)
+    first = data["images"][0]["id"]
+    data["images"] = data["images"][1:]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != first]
+    with open(os.path.join(ws, "refs_b.json"), "w") as f:
+        json.dump(data, f)
 
 
 def _folder_references(ws):
@@ -190,8 +203,10 @@ def test_every_command_of_the_readme_runs_as_written(workspace):
             assert proc.returncode == 0, where + "\n" + (proc.stdout + proc.stderr)[-4000:]
             ran.append(tool)
     assert {"tools/train_net.py", "tools/demo.py", "tools/inspect_memory.py",
-            "tools/visualize_results.py", "tools/benchmark.py"} <= set(ran)
+            "tools/visualize_results.py", "tools/benchmark.py", "tools/sweep.py"} <= set(ran)
     assert os.path.isfile(os.path.join(workspace, "output", "my_run", "metrics.json"))
+    for run in ("refs", "refs_b"):
+        assert os.path.isfile(os.path.join(workspace, "output", "my_sweep", run, "metrics.json"))
     assert os.listdir(os.path.join(workspace, "output", "my_run", "vis"))
 
 

@@ -172,10 +172,10 @@ def test_a_memory_save_killed_midway_leaves_the_previous_memory_intact(tmp_path,
 
 
 
-def _sweep(random_weights, synthetic, out, runner):
+def _sweep(random_weights, synthetic, out, runner, *extra):
     sam2, dinov2 = random_weights
     cmd = [sys.executable, os.path.join(REPO, "tools", "sweep.py"), "--config-file", TINY_CONFIG,
-           "--shots", "1", "--seeds", "0", "1", "--output-dir", str(out),
+           "--shots", "1", "--seeds", "0", "1", "--output-dir", str(out), *extra,
            "--register", "rel_sweep_1shot_seed0", *synthetic["refs"],
            "--register", "rel_sweep_1shot_seed1", *synthetic["refs_boxes"],
            "--register", "rel_sweep_targets", *synthetic["targets"],
@@ -186,7 +186,7 @@ def _sweep(random_weights, synthetic, out, runner):
 
 
 def _kill_after_first_run(cmd, out):
-    """Start the sweep, SIGKILL it (and its train_net child) once the first run has finished."""
+    """Start the sweep, SIGKILL it (and any process it started) once the first run has finished."""
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = os.path.join(str(out), "1shot_seed0", "metrics.json")
@@ -204,18 +204,26 @@ def test_a_sweep_killed_mid_run_resumes_to_the_results_of_an_uninterrupted_one(
     assert _sweep(random_weights, synthetic, straight, lambda c: subprocess.call(
         c, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) == 0
     killed = tmp_path / "killed"
-    first = _sweep(random_weights, synthetic, killed, lambda c: _kill_after_first_run(c, killed))
+    # one run per pass: the second run's pass (its proposals again) starts after the first is done
+    first = _sweep(random_weights, synthetic, killed, lambda c: _kill_after_first_run(c, killed),
+                   "--runs-per-pass", "1")
     assert os.path.isfile(first)
     assert not os.path.isfile(os.path.join(str(killed), "1shot_seed1", "metrics.json"))
-    stamp = os.stat(first).st_mtime_ns
+    done = [os.path.join(os.path.dirname(first), *f) for f in (
+        ("metrics.json",), ("refseg_memory.pth",),
+        ("inference", "rel_sweep_targets", "coco_instances_results.json"))]
+    stamps = [os.stat(f).st_mtime_ns for f in done]
     assert _sweep(random_weights, synthetic, killed, lambda c: subprocess.call(
         c, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) == 0
-    assert os.stat(first).st_mtime_ns == stamp                  # the finished run is not redone
+    assert [os.stat(f).st_mtime_ns for f in done] == stamps    # the finished run is not redone
+    with open(os.path.join(str(killed), "log.txt")) as f:
+        assert "Sweep of 2 runs: 1 finished (not redone), 1 to run: ['1shot_seed1']" in f.read()
     for run in ("1shot_seed0", "1shot_seed1"):
-        with open(os.path.join(str(straight), run, "metrics.json")) as f:
-            want = json.load(f)
-        with open(os.path.join(str(killed), run, "metrics.json")) as f:
-            assert json.load(f) == want
+        for name in ("metrics.json", os.path.join("inference", "rel_sweep_targets",
+                                                  "coco_instances_results.json")):
+            with open(os.path.join(str(straight), run, name)) as f, \
+                    open(os.path.join(str(killed), run, name)) as g:
+                assert f.read() == g.read(), (run, name)
     with open(os.path.join(str(straight), "results.csv")) as f, \
             open(os.path.join(str(killed), "results.csv")) as g:
         assert f.read() == g.read()

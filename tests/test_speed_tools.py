@@ -1,4 +1,4 @@
-"""tools/benchmark.py on the tiny model: the report is complete and the sweep uses the cache."""
+"""tools/benchmark.py on the tiny model: the report is complete, with one run against a sweep."""
 import json
 import os
 import sys
@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 import benchmark  # noqa: E402
 
 
-def test_benchmark_reports_stages_memory_and_a_cached_sweep(random_weights, synthetic, tmp_path):
+def test_benchmark_reports_stages_memory_and_a_one_pass_sweep(random_weights, synthetic, tmp_path):
     sam2, dinov2 = random_weights
     report = benchmark.main([
         "--config-file", TINY_CONFIG, "--num-images", "2", "--sweep", "2",
@@ -33,9 +33,12 @@ def test_benchmark_reports_stages_memory_and_a_cached_sweep(random_weights, synt
     sizes = saved["target_sizes"]
     assert list(sizes) == ["150x100", "40x30"]
     assert all(r["images"] == 1 and r["peak_memory"]["cpu_rss_peak_mib"] > 0 for r in sizes.values())
-    runs = saved["sweep"]["runs"]
-    assert [r["cache_hits"] for r in runs] == [0, 2]
-    assert saved["sweep"]["sweep_over_single_run"] > 0
+    swept = saved["sweep"]
+    assert (swept["runs"], swept["images"]) == (2, 2)
+    assert swept["sweep_over_single_run"] == swept["sweep_s"] / swept["single_run_s"] > 0
+    assert list(swept["sweep_phases"]["matching_s"]) == ["1shot_seed0", "1shot_seed1"]
+    assert swept["single_run_phases"]["runs"] == 1 and swept["sweep_phases"]["passes"] == 1
+    assert [f for f in os.listdir(str(tmp_path)) if f.startswith("sweep_")] == []   # removed
     assert report["memory_references"] == saved["memory_references"]
 
 

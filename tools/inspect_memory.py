@@ -28,7 +28,7 @@ from refseg_d2.data.reference_sources import (
 )
 from refseg_d2.modeling.memory import load_memory
 from refseg_d2.modeling.memory.report import build_report, format_report
-from refseg_d2.utils.visualization import reference_crop_sheet
+from refseg_d2.reporting import memory_crop_sheet
 
 logger = logging.getLogger("refseg_d2.inspect_memory")
 
@@ -92,11 +92,8 @@ def main(argv=None):
     text = format_report(report)
     with open(os.path.join(out, "report.txt"), "w") as f:
         f.write(text + "\n")
-    captions = [["{:.2f}".format(s["loo"]) if s["loo"] is not None else "-" for s in r["shots"]]
-                for r in report["references"]]
-    flagged = [[bool(s["flags"]) for s in r["shots"]] for r in report["references"]]
-    sheet = reference_crop_sheet(list(memory.class_names), provenance, captions, flagged,
-                                 tile=args.tile, max_shots=args.max_shots)
+    sheet, _ = memory_crop_sheet(memory, provenance, report, tile=args.tile,
+                                 max_shots=args.max_shots)
     sheet_path = os.path.join(out, "reference_crops.png")
     sheet.save(sheet_path)
     print(text)

@@ -52,5 +52,31 @@ log "dinov2 model code (--no-deps: its metadata pins an old torch)"
 log "refseg_d2 in editable mode"
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 
+# Headless Chromium for the report render test (tests/test_report_run.py): the Debian package
+# chromium-headless-shell (~90 MB download, ~15 s), when we are root with apt-get. Elsewhere,
+# install chromium-headless-shell or chromium yourself (the test is skipped, with its reason,
+# when there is neither a browser nor root apt-get); REFSEG_NO_BROWSER=1 skips this step.
+install_browser() {
+  local b
+  for b in chromium-headless-shell chromium chromium-browser google-chrome; do
+    if command -v "$b" >/dev/null 2>&1; then log "headless browser: $(command -v "$b")"; return 0; fi
+  done
+  if [ -n "${REFSEG_NO_BROWSER:-}" ]; then log "REFSEG_NO_BROWSER set: no headless browser"; return 0; fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    log "WARNING: no headless Chromium, and not root with apt-get: install chromium-headless-shell"
+    log "  (Debian: sudo apt-get install chromium-headless-shell) or chromium for the report render test"
+    return 0
+  fi
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends)
+  log "chromium-headless-shell (Debian package, for the report render test)"
+  if ! "${apt[@]}" chromium-headless-shell >/dev/null; then
+    log "package lists first (apt-get update)"
+    apt-get update -q >/dev/null || true
+    "${apt[@]}" chromium-headless-shell >/dev/null || "${apt[@]}" chromium >/dev/null ||
+      log "WARNING: could not install chromium-headless-shell: the report render test will fail"
+  fi
+}
+install_browser
+
 "$PY" -c "import torch, torchvision, detectron2, sam2, dinov2, refseg_d2; print('[install] ok: torch', torch.__version__, '| cuda', torch.cuda.is_available())"
 "$PY" tools/check_torch_build.py

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """
-The main job on the built-in demo data (``make demo``): generate the synthetic demo dataset,
-build the memory from its references, segment its targets, print COCO bbox/segm metrics and
-write visualisations next to the ground truth.
+The main job on the built-in demo data (``make demo``): generate the synthetic demo dataset
+(320 x 240 images), build the memory from its references, segment its targets, print COCO
+bbox/segm metrics, write visualisations next to the ground truth and the run report
+(``OUTPUT_DIR/report.html``, as tools/train_net.py writes it).
 
     python tools/run_demo.py                    # official checkpoints under checkpoints/
     python tools/run_demo.py --weights random   # offline: random weights, meaningless numbers
@@ -13,16 +14,16 @@ import os
 import sys
 
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.utils.logger import setup_logger
-from detectron2.utils.visualizer import Visualizer
-from PIL import Image
 
-from refseg_d2 import RefSegTargetMapper, RefSegTrainer
+from refseg_d2 import RefSegTrainer
 from refseg_d2.engine import build_cfg
+from refseg_d2.reporting import try_write_run_report
+from refseg_d2.reporting.gallery import draw_pair, load_predictions, results_file
 from refseg_d2.testing import make_demo_dataset, write_random_checkpoints
-from refseg_d2.utils.images import read_rgb
+from refseg_d2.testing.synthetic import DEMO_SIZE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,21 +67,14 @@ def demo_cfg(args):
     return cfg
 
 
-def visualise(cfg, model, dataset_name, out_dir, score_thresh):
+def visualise(cfg, dataset_name, out_dir, score_thresh):
+    """ground truth | predictions of every target, from the predictions the evaluator wrote."""
     os.makedirs(out_dir, exist_ok=True)
-    meta = MetadataCatalog.get(dataset_name)
-    mapper = RefSegTargetMapper(cfg)
+    per_image = load_predictions(results_file(cfg.OUTPUT_DIR, dataset_name))
     for d in DatasetCatalog.get(dataset_name):
-        with torch.no_grad():
-            inst = model([mapper(d)])[0]["instances"].to("cpu")
-        inst = inst[inst.scores >= score_thresh]
-        image = read_rgb(d["file_name"])
-        pred = Visualizer(image, meta).draw_instance_predictions(inst).get_image()
-        gt = Visualizer(image, meta).draw_dataset_dict(d).get_image()
-        canvas = Image.new("RGB", (image.width * 2 + 4, image.height), "white")
-        canvas.paste(Image.fromarray(gt), (0, 0))
-        canvas.paste(Image.fromarray(pred), (image.width + 4, 0))
-        canvas.save(os.path.join(out_dir, os.path.basename(d["file_name"])))
+        pair = draw_pair(dataset_name, d, per_image.get(d["image_id"], []), score_thresh,
+                         min_width=0)
+        pair.save(os.path.join(out_dir, os.path.basename(d["file_name"])))
     return out_dir
 
 
@@ -96,7 +90,7 @@ def main():
             "# end, but its detections and metrics are MEANINGLESS. Use the official\n"
             "# checkpoints (tools/download_checkpoints.sh) for real results.\n%s", BANNER, BANNER,
         )
-    data = make_demo_dataset(os.path.join(cfg.OUTPUT_DIR, "data"))
+    data = make_demo_dataset(os.path.join(cfg.OUTPUT_DIR, "data"), size=DEMO_SIZE)
     for name, split in (("refseg_demo_refs", data["refs"]), ("refseg_demo_targets", data["targets"])):
         if name not in DatasetCatalog.list():
             register_coco_instances(name, {}, split[0], split[1])
@@ -104,14 +98,16 @@ def main():
 
     model = RefSegTrainer.build_model(cfg)
     results = RefSegTrainer.test(cfg, model)
-    vis_dir = visualise(cfg, model, "refseg_demo_targets", os.path.join(cfg.OUTPUT_DIR, "vis"),
+    vis_dir = visualise(cfg, "refseg_demo_targets", os.path.join(cfg.OUTPUT_DIR, "vis"),
                         args.score_thresh)
+    report = try_write_run_report(cfg, model, results, score_thresh=args.score_thresh)
     print("\nCOCO metrics on the demo targets ({} weights):".format(args.weights))
     for task, metrics in results.items():
         print("  {}: AP {:.1f}  AP50 {:.1f}  AP75 {:.1f}".format(
             task, metrics["AP"], metrics["AP50"], metrics["AP75"]))
     print("Visualisations (ground truth | predictions): {}".format(vis_dir))
     print("Memory: {}".format(os.path.join(cfg.OUTPUT_DIR, cfg.MODEL.REFSEG.MEMORY.SAVE_NAME + ".pth")))
+    print("Report (open in a browser): {}".format(report or "not written, see the warning above"))
     if args.weights == "random":
         print("\n!!! RANDOM WEIGHTS: these numbers are meaningless (plumbing check only). !!!")
     logging.shutdown()

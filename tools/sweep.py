@@ -1,27 +1,40 @@
 #!/usr/bin/env python
 """
-Shots x seeds sweep of a benchmark config, then a table of mean +- std per metric (as FsDet's
+A sweep of reference sets (the shots x seeds of a benchmark config, and/or explicit sets) in one
+pass over the test images, then a table of mean +- std per metric (as FsDet's
 run_experiments.py and aggregate_seeds.py).
 
     python tools/sweep.py --config-file configs/benchmarks/coco_fsod.yaml \
         --shots 1 2 3 5 10 30 --seeds 42 13 27 36 88 33 69 55 77 99 \
-        --output-dir output/sweeps/coco_fsod [--num-gpus 4] [KEY VALUE ...]
+        --output-dir output/sweeps/coco_fsod [--num-gpus 4] [-- KEY VALUE ...]
+    python tools/sweep.py --config-file CONFIG --output-dir OUT --references refs_a refs_b \
+        --register refs_a a.json imgs/ --register refs_b b.json imgs/ -- DATASETS.TEST '("test",)'
 
-Each run is ``tools/train_net.py --eval-only`` in ``OUTPUT_DIR/<K>shot_seed<S>/`` (``<K>shot``
-without seeds, e.g. CD-FSOD), with the shot count and seed substituted into the config's
-DATASETS.REFERENCE names (``..._10shot_seed33`` -> ``..._<K>shot_seed<S>``); train_net registers
-any seed of a benchmark's reference sets by its name. ``--register NAME JSON IMAGE_ROOT`` and
-the positional config overrides are handed to every run, as train_net takes them.
-Runs go one after another; a run whose ``metrics.json`` exists is skipped, so an
-interrupted sweep resumes where it stopped when the same command is run again. What is reused:
-the SAM 2 / DINOv2 proposals of the test images, cached once for all runs
-(``OUTPUT_DIR/proposal_cache``, the proposal cache of the README; ``--no-proposal-cache`` turns it
-off, it takes a few MB per image), and the sampled reference sets, written once
-(``$REFSEG_D2_CACHE``).
+Runs: ``<K>shot_seed<S>`` (``<K>shot`` without seeds, e.g. CD-FSOD) with the shot count and
+seed substituted into the config's DATASETS.REFERENCE names (``..._10shot_seed33`` ->
+``..._<K>shot_seed<S>``; any seed of a benchmark's reference sets is registered by its name),
+and one run per ``--references NAME`` (a registered dataset, the run named after it).
+``--register NAME JSON IMAGE_ROOT`` and the positional config overrides are taken as train_net
+takes them (overrides after ``--`` when they follow a list option).
+
+All runs are evaluated together (``refseg_d2.engine.sweep``): their memories are filled first
+(a reference image shared by several sets is encoded once), then every test image's SAM 2 /
+DINOv2 proposals are computed once and matched against each run's memory. A run writes what
+``tools/train_net.py --eval-only`` writes, in ``OUTPUT_DIR/<run>/``: its memory, config.yaml,
+``inference/<test>/`` and, atomically once all its results are in, ``metrics.json``. A run with a
+``metrics.json`` is finished and is not redone, so the same command resumes an interrupted (even
+SIGKILLed) sweep. ``--runs-per-pass N`` bounds the host memory that the runs' predictions take
+until they are evaluated; each further pass computes the proposals again. The log ends with the
+wall time of each phase and the cost of the sweep relative to one run.
+
+Each finished run also gets ``<run>/report.html`` (as train_net writes it; its stage times are the
+sweep's: the proposals once, the matching of every run); ``--no-report`` skips it.
 
 Results: ``OUTPUT_DIR/results.md`` (mean +- sample standard deviation over seeds per shot count,
-then every seed, per metric) and ``OUTPUT_DIR/results.csv`` (also n and the 95% confidence
-interval 1.96 std / sqrt(n) that FsDet reports). ``--aggregate-only`` only rebuilds them.
+then every seed, per metric), ``OUTPUT_DIR/results.csv`` (also n and the 95% confidence
+interval 1.96 std / sqrt(n) that FsDet reports) and ``OUTPUT_DIR/results.png`` / ``.svg`` (mean
++- std against the shot count, next to the published baselines of the benchmark,
+``refseg_d2/reporting/baselines.json``). ``--aggregate-only`` only rebuilds them.
 """
 import csv
 import json
@@ -29,17 +42,16 @@ import logging
 import math
 import os
 import re
-import subprocess
-import sys
 from collections import OrderedDict
 
 import numpy as np
+from detectron2.engine import launch
+from detectron2.utils import comm
 
-from refseg_d2.engine import build_cfg, refseg_argument_parser
-from refseg_d2.engine.defaults import config_overrides
+from refseg_d2 import RefSegTrainer
+from refseg_d2.engine import SweepRun, build_cfg, refseg_argument_parser, run_sweep, setup
+from refseg_d2.reporting import benchmark_for, summary_rows, try_write_run_report, write_sweep_figures
 from refseg_d2.utils.files import atomic_write
-
-TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 
 logger = logging.getLogger("refseg_d2.sweep")
 
@@ -50,18 +62,33 @@ _SHOT = re.compile(r"(?<=_)\d+shot(?=_|$)")
 _SEED = re.compile(r"(?<=_)seed\d+(?=_|$)")
 
 
-def parse_args(argv=None):
+def get_parser():
     p = refseg_argument_parser(description=__doc__)
-    p.add_argument("--shots", type=int, nargs="+", required=True)
+    p.add_argument("--shots", type=int, nargs="+", default=[],
+                   help="shot counts substituted into DATASETS.REFERENCE")
     p.add_argument("--seeds", type=int, nargs="*", default=[], help="none: names without seed")
+    p.add_argument("--references", nargs="+", default=[], metavar="NAME",
+                   help="explicit reference sets (registered datasets), one run each")
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--no-proposal-cache", action="store_true")
+    p.add_argument("--runs-per-pass", type=int, default=0,
+                   help="runs evaluated in one pass over the test images (default 0: all)")
     p.add_argument("--metrics", nargs="+", help="task/metric keys, or 'all' (default: main ones)")
     p.add_argument("--aggregate-only", action="store_true")
-    p.add_argument("--train-net", default=TRAIN_NET)
+    p.add_argument("--no-report", action="store_true", help="no report.html per run")
+    return p
+
+
+def parse_args(argv=None):
+    p = get_parser()
     args = p.parse_args(argv)
     if not args.config_file:
         p.error("--config-file is required")
+    if not args.shots and not args.references:
+        p.error("name the runs: --shots (and --seeds) and/or --references")
+    if args.seeds and not args.shots:
+        p.error("--seeds needs --shots")
+    if args.runs_per_pass < 0:
+        p.error("--runs-per-pass must be >= 0")
     return args
 
 
@@ -92,12 +119,21 @@ def load_config(args):
 
 
 def plan_runs(args, references):
-    """[(shots, seed, run folder, reference names)] of the sweep."""
+    """
+    [(shots, seed, run folder, reference names)] of the sweep: shots x seeds, then one per
+    ``--references`` set (shots and seed None).
+    """
     runs = []
     for k in args.shots:
         for seed in args.seeds or [None]:
             names = reference_names(references, k, seed)
             runs.append((k, seed, os.path.join(args.output_dir, run_name(k, seed)), names))
+    for name in args.references:
+        runs.append((None, None, os.path.join(args.output_dir, name), [name]))
+    folders = [os.path.basename(r[2]) for r in runs]
+    repeated = sorted({f for f in folders if folders.count(f) > 1})
+    if repeated:
+        raise ValueError("Runs named twice in the sweep: {}".format(repeated))
     return runs
 
 
@@ -107,12 +143,12 @@ def check_manifest(args):
         "config_file": os.path.abspath(args.config_file),
         "opts": list(args.opts),
         "register": [list(r) for r in args.register],
-        "proposal_cache": not args.no_proposal_cache,
     }
     path = os.path.join(args.output_dir, "sweep.json")
     if os.path.isfile(path):
         with open(path) as f:
             old = json.load(f)
+        old.pop("proposal_cache", None)   # sweeps from before the one-pass sweep
         if old != manifest:
             raise ValueError(
                 "{} holds a sweep of {}; this one is {}. Use another --output-dir.".format(
@@ -123,36 +159,44 @@ def check_manifest(args):
     atomic_write(path, lambda f: json.dump(manifest, f, indent=2), mode="w")
 
 
-def train_net_command(args, run_dir, names):
-    cmd = [sys.executable, args.train_net, "--config-file", args.config_file, "--eval-only",
-           "--num-gpus", str(args.num_gpus)]
-    for entry in args.register:
-        cmd += ["--register"] + list(entry)
-    if args.num_gpus > 1:
-        cmd += ["--dist-url", "auto"]
-    opts = config_overrides(args.opts)
-    cmd += opts + ["DATASETS.REFERENCE", repr(tuple(names)), "OUTPUT_DIR", run_dir]
-    if not args.no_proposal_cache:
-        cache = os.path.join(args.output_dir, "proposal_cache")
-        cmd += ["MODEL.REFSEG.CACHE.ENABLED", "True", "MODEL.REFSEG.CACHE.DIR", cache]
-    return cmd
+def run_config(cfg, run):
+    """The config train_net would run for this run alone."""
+    run_cfg = cfg.clone()
+    run_cfg.defrost()
+    run_cfg.DATASETS.REFERENCE = tuple(run.references)
+    run_cfg.OUTPUT_DIR = run.output_dir
+    return run_cfg
 
 
-def run_all(args, runs, runner=subprocess.call):
-    """Run what is missing, in order; stop at the first failure (rerun to resume)."""
-    for k, seed, run_dir, names in runs:
-        if os.path.isfile(os.path.join(run_dir, "metrics.json")):
-            logger.info("%s: done, skipped", run_dir)
-            continue
-        logger.info("%s: references %s", run_dir, names)
-        rc = runner(train_net_command(args, run_dir, names))
-        if rc != 0 or not os.path.isfile(os.path.join(run_dir, "metrics.json")):
-            raise RuntimeError(
-                "Run {} failed (exit status {}; its log: {}). Finished runs are kept: run the "
-                "same command again to resume.".format(
-                    run_dir, rc, os.path.join(run_dir, "log.txt")
-                )
-            )
+def write_run_config(cfg, run):
+    """<run>/config.yaml: the config train_net would run for this run alone."""
+    run_cfg = run_config(cfg, run)
+    atomic_write(os.path.join(run.output_dir, "config.yaml"), lambda f: f.write(run_cfg.dump()),
+                 mode="w")
+
+
+def sweep_worker(args, runs):
+    """One process of the sweep (under ``launch``): build the model once, evaluate every run."""
+    cfg = setup(args, output_dir=args.output_dir)
+    if cfg.MODEL.WEIGHTS:
+        raise ValueError(
+            "MODEL.WEIGHTS is {!r}: a sweep fills each run's memory from its references, so a "
+            "loaded memory would be ignored. Leave MODEL.WEIGHTS empty.".format(cfg.MODEL.WEIGHTS)
+        )
+    model = RefSegTrainer.build_model(cfg)
+    sweep_runs = [SweepRun(os.path.basename(d), tuple(names), d) for _, _, d, names in runs]
+    if comm.is_main_process():
+        for run in sweep_runs:
+            if not os.path.isfile(run.metrics_file):
+                write_run_config(cfg, run)
+
+    def write_report(run, results, memory):
+        # Stage times are the sweep's so far: proposals once, the matching of every run.
+        try_write_run_report(run_config(cfg, run), model, results, output_dir=run.output_dir,
+                             memory=memory, timer=model.timer)
+
+    return run_sweep(cfg, model, sweep_runs, args.runs_per_pass,
+                     on_finished=None if args.no_report else write_report)
 
 
 def flatten(results):
@@ -165,16 +209,23 @@ def flatten(results):
 
 
 def collect(runs):
-    """{shots: OrderedDict(seed: flat metrics)} of the finished runs."""
-    table = OrderedDict()
+    """
+    {shots: OrderedDict(seed: flat metrics)} of the finished shots x seeds runs, and
+    {set name: OrderedDict(None: flat metrics)} of the finished ``--references`` runs.
+    """
+    table, sets = OrderedDict(), OrderedDict()
     for k, seed, run_dir, _ in runs:
         path = os.path.join(run_dir, "metrics.json")
         if not os.path.isfile(path):
             logger.warning("%s has no metrics.json: left out of the table", run_dir)
             continue
         with open(path) as f:
-            table.setdefault(k, OrderedDict())[seed] = flatten(json.load(f))
-    return table
+            flat = flatten(json.load(f))
+        if k is None:
+            sets[os.path.basename(run_dir)] = OrderedDict([(None, flat)])
+        else:
+            table.setdefault(k, OrderedDict())[seed] = flat
+    return table, sets
 
 
 def select_metrics(table, wanted):
@@ -198,7 +249,8 @@ def _cell(mean, std):
     return "{:.1f}".format(mean) if math.isnan(std) else "{:.1f} ± {:.1f}".format(mean, std)
 
 
-def write_tables(output_dir, config_file, table, metrics):
+def write_tables(output_dir, config_file, table, metrics, sets=None):
+    """results.md (shots x seeds, then the --references sets) and results.csv (shots x seeds)."""
     seeds = list(OrderedDict.fromkeys(s for per_seed in table.values() for s in per_seed))
     csv_rows, summary = [], []
     for k, per_seed in table.items():
@@ -213,13 +265,20 @@ def write_tables(output_dir, config_file, table, metrics):
             per_seed_values = [per_seed.get(s, {}).get(m, "") for s in seeds]
             csv_rows.append([k, m, n, mean, std, ci] + per_seed_values)
         summary.append(row)
-    lines = [
-        "# Sweep of {}".format(config_file), "",
-        "Mean ± sample standard deviation over seeds (percent).", "",
-        "| shots | seeds | " + " | ".join(metrics) + " |",
-        "|---" * (len(metrics) + 2) + "|",
-    ] + ["| " + " | ".join(r) + " |" for r in summary]
-    for m in metrics:
+    lines = ["# Sweep of {}".format(config_file)]
+    if table:
+        lines += [
+            "", "Mean ± sample standard deviation over seeds (percent).", "",
+            "| shots | seeds | " + " | ".join(metrics) + " |",
+            "|---" * (len(metrics) + 2) + "|",
+        ] + ["| " + " | ".join(r) + " |" for r in summary]
+    if sets:
+        lines += ["", "## Reference sets", "", "| reference set | " + " | ".join(metrics) + " |",
+                  "|---" * (len(metrics) + 1) + "|"]
+        for name, runs in sets.items():
+            cells = ["{:.1f}".format(runs[None][m]) if m in runs[None] else "-" for m in metrics]
+            lines.append("| {} | {} |".format(name, " | ".join(cells)))
+    for m in metrics if table else []:
         lines += ["", "## {} per seed".format(m), "",
                   "| shots | " + " | ".join(str(s) for s in seeds) + " | mean ± std |",
                   "|---" * (len(seeds) + 2) + "|"]
@@ -242,21 +301,33 @@ def write_tables(output_dir, config_file, table, metrics):
     return "\n".join(lines)
 
 
-def main(argv=None, runner=subprocess.call):
+def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
     cfg = load_config(args)
     runs = plan_runs(args, list(cfg.DATASETS.REFERENCE))
     check_manifest(args)
     if not args.aggregate_only:
-        run_all(args, runs, runner)
-    table = collect(runs)
-    if not table:
+        launch(
+            sweep_worker,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args, runs),
+        )
+    table, sets = collect(runs)
+    if not table and not sets:
         raise RuntimeError("No finished run under {}".format(args.output_dir))
-    metrics = select_metrics(table, args.metrics)
-    text = write_tables(args.output_dir, args.config_file, table, metrics)
+    metrics = select_metrics(OrderedDict(list(table.items()) + list(sets.items())), args.metrics)
+    text = write_tables(args.output_dir, args.config_file, table, metrics, sets)
+    if table:
+        try:
+            write_sweep_figures(summary_rows(table, metrics), args.output_dir, benchmark_for(cfg))
+        except Exception as e:  # the tables are written; the figure is an extra
+            logger.warning("results.png / results.svg not written (%s: %s)", type(e).__name__, e)
     print(text)
-    return table
+    return table, sets
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ refseg_d2 evaluation script, Detectron2's train_net.py for a training-free model
 With --eval-only: build the model, load MODEL.WEIGHTS (a saved memory) if given, fill the
 memory from DATASETS.REFERENCE when nothing was loaded (and save it), then evaluate on
 DATASETS.TEST. Without --eval-only the "training" is the memory filling: the memory is always
-rebuilt from the references, saved, then evaluated.
+rebuilt from the references, saved, then evaluated. Writes OUTPUT_DIR/metrics.json, then
+OUTPUT_DIR/report.html (metrics, per-class AP, time per stage, the references, a gallery of the
+best and worst images; --no-report skips it).
 
     python tools/train_net.py --config-file configs/refseg_sam2l_dinov2l.yaml --eval-only \\
         --register my_refs refs.json ref_images/ --register my_test test.json test_images/ \\
@@ -21,6 +23,7 @@ from detectron2.utils import comm
 
 from refseg_d2 import RefSegCheckpointer, RefSegTrainer, ensure_memory
 from refseg_d2.engine import refseg_argument_parser, setup
+from refseg_d2.reporting import try_write_run_report
 from refseg_d2.utils.files import atomic_write
 
 logger = logging.getLogger("refseg_d2")
@@ -38,6 +41,8 @@ def main(args):
     res = RefSegTrainer.test(cfg, model)
     if comm.is_main_process():
         write_metrics(cfg, res)
+        if not getattr(args, "no_report", False):
+            try_write_run_report(cfg, model, res)   # warns, never fails the run
         verify_results(cfg, res)
     return res
 
@@ -53,7 +58,10 @@ def write_metrics(cfg, results):
 
 
 def get_parser():
-    return refseg_argument_parser(description=__doc__)
+    parser = refseg_argument_parser(description=__doc__)
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not write OUTPUT_DIR/report.html")
+    return parser
 
 
 def invoke_main() -> None:

@@ -91,6 +91,22 @@ def load_references(dataset_names):
     return dicts, classes[1], classes[2], parts
 
 
+def prepare_references(cfg, names):
+    """
+    Load the reference datasets ``names`` and run the validation pass over them before any model
+    work (errors name the dataset and annotation); missing image files are an error too.
+
+    Returns:
+        dicts, class_ids, class_names: as :func:`load_references` gives them;
+        shots (dict): usable references per class (see ``validate_references``).
+    """
+    dicts, class_ids, class_names, parts = load_references(names)
+    r = cfg.MODEL.REFSEG.MEMORY
+    shots = validate_references(parts, class_names, r.CONTEXT_RATIO, r.BOX_MASK_SOURCE)
+    check_image_files(dicts, "the reference dataset(s) {}".format(tuple(names)))
+    return dicts, class_ids, class_names, shots
+
+
 def provenance_of(records, dicts):
     """The provenance record of each encoded reference (see ``shot_provenance``)."""
     return [
@@ -130,10 +146,7 @@ def build_memory(cfg, model, dataset_names=None, with_provenance=False):
             "the references, or load a saved memory with MODEL.WEIGHTS"
         )
     start = time.perf_counter()
-    dicts, class_ids, class_names, parts = load_references(names)
-    r = cfg.MODEL.REFSEG.MEMORY
-    shots = validate_references(parts, class_names, r.CONTEXT_RATIO, r.BOX_MASK_SOURCE)
-    check_image_files(dicts, "the reference dataset(s) {}".format(names))
+    dicts, class_ids, class_names, shots = prepare_references(cfg, names)
     logger.info(
         "Filling the memory from %s: %d images, %d annotations, %d classes",
         names, len(dicts), sum(shots.values()), len(class_names),

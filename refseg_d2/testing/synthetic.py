@@ -106,12 +106,18 @@ def make_split(root, name, num_images, seed, size=(128, 96), empty_images=0, ove
     return json_path, image_root
 
 
-def make_demo_dataset(root, seed=0):
+# (width, height) of `make demo`'s images: large enough for the Visualizer's labels not to overlap
+DEMO_SIZE = (320, 240)
+
+
+def make_demo_dataset(root, seed=0, size=(128, 96)):
     """
     References (one image per category and a few more) and targets with an image without
-    objects. Returns {"refs": (json, image_root), "targets": (json, image_root)}.
+    objects, every image ``size`` = (width, height) (``make demo`` uses ``DEMO_SIZE``; the
+    default is the benchmark tool's). Returns {"refs": (json, image_root), "targets": (json,
+    image_root)}.
     """
-    refs = make_split(root, "refs", num_images=6, seed=seed, overlap_every=0)
-    targets = make_split(root, "targets", num_images=6, seed=seed + 1, empty_images=1,
+    refs = make_split(root, "refs", num_images=6, seed=seed, size=size, overlap_every=0)
+    targets = make_split(root, "targets", num_images=6, seed=seed + 1, size=size, empty_images=1,
                          first_image_id=101)
     return {"refs": refs, "targets": targets}

@@ -23,23 +23,30 @@ GREY = (128, 128, 128)
 RED = (220, 0, 0)
 
 
-def draw_predictions(image, instances, metadata, score_thresh=0.0):
+def draw_predictions(image, instances, metadata, score_thresh=0.0, scale=1.0):
     """
     Args:
         image: (H, W, 3) uint8 RGB array or PIL image.
         instances (Instances): predictions at (H, W) (any device).
         metadata: with ``thing_classes``.
+        scale (float): the drawing is ``scale`` times the image size (Visualizer's scale).
     Returns:
-        (H, W, 3) uint8 RGB array: the instances with a score >= ``score_thresh``.
+        (H, W, 3) uint8 RGB array (times ``scale``): the instances with a score >=
+        ``score_thresh``.
     """
     instances = instances.to("cpu")
     instances = instances[instances.scores >= score_thresh]
-    return Visualizer(np.asarray(image), metadata).draw_instance_predictions(instances).get_image()
+    visualizer = Visualizer(np.asarray(image), metadata, scale=scale)
+    return visualizer.draw_instance_predictions(instances).get_image()
 
 
-def draw_ground_truth(image, dataset_dict, metadata):
-    """(H, W, 3) uint8 RGB array of the annotations of a dataset dict (contiguous category ids)."""
-    return Visualizer(np.asarray(image), metadata).draw_dataset_dict(dataset_dict).get_image()
+def draw_ground_truth(image, dataset_dict, metadata, scale=1.0):
+    """
+    (H, W, 3) uint8 RGB array (times ``scale``) of the annotations of a dataset dict
+    (contiguous category ids).
+    """
+    visualizer = Visualizer(np.asarray(image), metadata, scale=scale)
+    return visualizer.draw_dataset_dict(dataset_dict).get_image()
 
 
 def side_by_side(panels, gap=PANEL_GAP):
