@@ -22,7 +22,6 @@ Shape shorthand: n masks of H x W, L = H * W pixels in row-major order, R runs.
 """
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pycocotools import mask as mask_util
 
 # Segment products per run-merge step at which both ways of counting cost the same on a CPU
@@ -77,12 +76,11 @@ class MaskRuns:
             c = part.shape[0]
             if c == 0:
                 continue
-            flat = F.pad(part.reshape(c, -1), (1, 1))   # clear pixels around every mask
-            rows, where = torch.nonzero(flat[:, 1:] != flat[:, :-1], as_tuple=True)
-            # Changes alternate start / one-past-end within each mask, in order.
-            rows, begin, end = rows[0::2] + first, where[0::2], where[1::2]
+            rows, begin, end = _runs_of(part.reshape(c, -1))
             areas = areas.to(part.device)
-            areas[first : first + c] = part.reshape(c, -1).sum(dim=1)
+            areas[first : first + c] = torch.zeros(c, dtype=torch.int64, device=part.device) \
+                .index_add_(0, rows, end - begin)
+            rows = rows + first
             band, rows, begin, end = _split_at(PIXEL_BAND, rows, begin, end)
             order = torch.argsort(band, stable=True)
             band, rows, begin, end = band[order], rows[order], begin[order], end[order]
@@ -178,6 +176,29 @@ class MaskRuns:
                 delta.index_put_((rows[part], last[part] - c * columns), -ones, accumulate=True)
                 covered = torch.cumsum(delta[:, :width], dim=1, dtype=torch.int16) > 0
                 yield covered, weights[c * columns : c * columns + width]
+
+
+def _runs_of(flat):
+    """
+    The runs of set pixels of flattened masks, without a copy of the masks (large temporary
+    buffers made per chunk fragment the C heap and inflate the resident memory).
+
+    Args:
+        flat: (c, L) bool.
+    Returns:
+        rows, begin, end (R,) int64: mask, first pixel and one-past-last pixel of each run,
+        sorted by mask then position.
+    """
+    c, length = flat.shape
+    rows, where = torch.nonzero(flat[:, 1:] != flat[:, :-1], as_tuple=True)
+    first = torch.nonzero(flat[:, 0], as_tuple=True)[0]
+    last = torch.nonzero(flat[:, -1], as_tuple=True)[0]
+    rows = torch.cat((first, rows, last))
+    where = torch.cat((torch.zeros_like(first), where + 1, torch.full_like(last, length)))
+    order = torch.argsort(rows * (length + 1) + where)
+    rows, where = rows[order], where[order]
+    # Changes alternate start / one-past-end within each mask, in order.
+    return rows[0::2], where[0::2], where[1::2]
 
 
 def _split_at(step, rows, begin, end):
