@@ -52,7 +52,8 @@ def add_refseg_config(cfg):
     _C.MODEL.REFSEG.NMS_KEEP_FACTOR = 8
     # Exponent of the semantic-aware soft-merging decay: score * (1 - IoS * cos)^EXPONENT.
     _C.MODEL.REFSEG.MERGE_EXPONENT = 0.5
-    # Upsample this many masks at a time to the original image size (bounds peak memory only).
+    # Upsample this many masks at a time to the original image size, fewer when they would
+    # exceed 2^25 output pixels (bounds peak memory only).
     _C.MODEL.REFSEG.UPSAMPLE_CHUNK = 64
 
     # The memory bank of reference prototypes.
