@@ -127,6 +127,27 @@ def record_statistics(records, memory, num_images, seconds):
     }
 
 
+def encode_reference_dicts(cfg, model, dicts, desc="memory"):
+    """
+    Encode reference dataset dicts (each with "refseg_index"), sharded over processes by the
+    test loader's InferenceSampler. Every process must call it.
+
+    Returns:
+        list[ReferenceRecord]: the records of every process, on every process (unordered).
+    """
+    loader = build_detection_test_loader(
+        dicts,
+        mapper=RefSegReferenceMapper(cfg),
+        batch_size=cfg.MODEL.REFSEG.MEMORY.IMAGES_PER_BATCH,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+    )
+    records = []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, disable=not comm.is_main_process()):
+            records.extend(model.encode_references(batch))
+    return [r for part in comm.all_gather(records) for r in part]
+
+
 def build_memory(cfg, model, dataset_names=None, with_provenance=False):
     """
     Encode the references of ``dataset_names`` (default ``cfg.DATASETS.REFERENCE``) into a new
@@ -151,17 +172,7 @@ def build_memory(cfg, model, dataset_names=None, with_provenance=False):
         "Filling the memory from %s: %d images, %d annotations, %d classes",
         names, len(dicts), sum(shots.values()), len(class_names),
     )
-    loader = build_detection_test_loader(
-        dicts,
-        mapper=RefSegReferenceMapper(cfg),
-        batch_size=cfg.MODEL.REFSEG.MEMORY.IMAGES_PER_BATCH,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
-    )
-    records = []
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="memory", disable=not comm.is_main_process()):
-            records.extend(model.encode_references(batch))
-    records = sorted((r for part in comm.all_gather(records) for r in part), key=lambda r: r.order)
+    records = sorted(encode_reference_dicts(cfg, model, dicts), key=lambda r: r.order)
     provenance = provenance_of(records, dicts) if with_provenance else None
     memory = model.new_memory().set_records(records, class_ids, class_names, provenance)
     stats = record_statistics(records, memory, len(dicts), time.perf_counter() - start)

@@ -24,13 +24,11 @@ import time
 from collections import OrderedDict
 
 import numpy as np
-import torch
-from detectron2.data import build_detection_test_loader
-from detectron2.utils import comm
-from tqdm import tqdm
 
-from ..data.mappers import RefSegReferenceMapper, bbox_xywh
-from .memory_filling import prepare_references, provenance_of, record_statistics, unwrap_model
+from ..data.mappers import bbox_xywh
+from .memory_filling import (
+    encode_reference_dicts, prepare_references, provenance_of, record_statistics, unwrap_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,17 +113,8 @@ def encode_units(cfg, model, units):
     Returns:
         dict: (unit, annotation index in the unit) -> ReferenceRecord.
     """
-    loader = build_detection_test_loader(
-        [dict(d, refseg_index=u) for u, d in enumerate(units)],
-        mapper=RefSegReferenceMapper(cfg),
-        batch_size=cfg.MODEL.REFSEG.MEMORY.IMAGES_PER_BATCH,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
-    )
-    records = []
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="memories", disable=not comm.is_main_process()):
-            records.extend(model.encode_references(batch))
-    return {r.order: r for part in comm.all_gather(records) for r in part}
+    dicts = [dict(d, refseg_index=u) for u, d in enumerate(units)]
+    return {r.order: r for r in encode_reference_dicts(cfg, model, dicts, "memories")}
 
 
 def build_memories(cfg, model, reference_sets, with_provenance=False):
