@@ -105,11 +105,12 @@ class ReferenceEncoder:
         """(R, D) instance means, (R,) valid and (R,) mask-from-SAM-2 flags of one image."""
         image = inputs["image"].to(self.device).to(torch.float32) / 255.0
         inst = inputs["instances"].to(self.device)
-        masks = inst.gt_masks.to(torch.float32)
+        masks = inst.gt_masks       # (R, H, W) bool; only crops are made float
         from_sam2 = torch.zeros_like(inst.has_mask)
         if self.box_mask_source == "sam2" and not bool(inst.has_mask.all()):
             from_sam2 = ~inst.has_mask
-            masks[from_sam2] = self._masks_from_boxes(inputs, inst.gt_boxes.tensor[from_sam2]).float()
+            masks = masks.clone()
+            masks[from_sam2] = self._masks_from_boxes(inputs, inst.gt_boxes.tensor[from_sam2])
         if len(inst) == 0:
             empty = torch.zeros((0,), dtype=torch.bool, device=self.device)
             return torch.zeros((0, self.encoder.feature_dim), device=self.device), empty, empty
@@ -127,7 +128,7 @@ class ReferenceEncoder:
 
     def _encode_crops(self, image, masks, windows, rows):
         """
-        Instance means of a batch of crops: image (3, H, W) in [0, 1], masks (R, H, W) float,
+        Instance means of a batch of crops: image (3, H, W) in [0, 1], masks (R, H, W) bool,
         the crop windows of ``rows`` -> (B, D) means and (B,) valid.
         """
         size = self.encoder.input_size
@@ -135,7 +136,7 @@ class ReferenceEncoder:
         for r, (x0, y0, x1, y1) in zip(rows, windows):
             crop = image[None, :, y0:y1, x0:x1]
             crops.append(F.interpolate(crop, size=(size, size), mode="bicubic"))
-            mask_crop = masks[r][None, None, y0:y1, x0:x1]
+            mask_crop = masks[r][None, None, y0:y1, x0:x1].to(torch.float32)
             mask_crops.append(F.interpolate(mask_crop, size=(size, size), mode="bilinear"))
         soft = torch.cat(mask_crops)
         with self.prompter.autocast():  # ACCEL.AMP, as for targets
