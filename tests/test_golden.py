@@ -1,25 +1,45 @@
 """
 Golden numbers of the faithful path: the predictions of the seeded tiny model on synthetic data.
 
-The fixture ``tests/golden_tiny_predictions.json`` was produced once by this test from the code
-whose prediction-for-prediction parity with the authors' code is recorded in the README
-("Faithfulness"). It pins the memory (its checksum) and, per target image, every detection:
-class, score (to 1e-5), box, mask area and an MD5 of the mask bits. The data is chosen so that
-every resampling of the method is exercised in both directions: reference crops larger and
-smaller than the encoder input (torch bicubic / bilinear, no antialias), box-only references
-(SAM 2 box prompts), targets larger than the mask grid and smaller than it (bilinear
-upsampling with antialias, which only acts when the output is smaller than the 64 x 64 grid).
-The model runs on one CPU thread: with more threads, matrix products are summed in another
-order, which flips the odd mask pixel at the threshold and moves a merged score by ~1e-4. The
-numbers were produced on this project's CPU (x86-64 with AVX-512).
+The fixture ``tests/golden_tiny_predictions.json`` was produced once by this test (one CPU
+thread, an AMD EPYC with AVX-512) from the code whose prediction-for-prediction parity with the
+authors' code the README records. It pins the memory (two sums of its features) and, per target
+image, every detection: class, score, box and mask (COCO RLE). The data exercises every
+resampling of the method in both directions: reference crops larger and smaller than the encoder
+input (torch bicubic / bilinear, no antialias), box-only references (SAM 2 box prompts), targets
+larger than the mask grid and smaller than it (bilinear upsampling with antialias, which only
+acts when the output is smaller than the 64 x 64 grid).
+
+Machine-independent tolerances. CPU kernels (MKL / oneDNN / ATen, chosen per instruction set)
+and thread counts sum float products in different orders. Measured on this project's CPU against
+the fixture, over 1 vs 2 threads, ``MKL_CBWR=COMPATIBLE``, ``ONEDNN_MAX_CPU_ISA=AVX2`` or
+``SSE41``, ``ATEN_CPU_CAPABILITY=avx2`` or ``default`` (and an Intel Xeon with AMX, reported by
+a user): the memory sums move by <= 8.8e-6 relative; a mask logit at the 0 threshold flips one
+boundary pixel in <= 3 of 500 masks; soft merging carries such a pixel into <= 4 of 500 scores,
+by <= 2.8e-4; classes, boxes and counts do not move. The test therefore allows, per setting:
+
+- memory sums within ``MEMORY_RTOL`` (1e-4) relative;
+- each detection paired with one of the same class and box (+-1 px), its mask differing in at
+  most ``MASK_PIXELS`` (2) pixels and its score within ``SCORE_MAX`` (5e-3);
+- at most ``CHANGED_SHARE`` (3%) of the pairs with any pixel changed, and as many with a score
+  off by more than ``SCORE_TOL`` (1e-5);
+- ranks may swap only between detections whose scores are within ``SCORE_MAX``; a detection may
+  be missing on one side only at the top-k cut (its score within ``SCORE_MAX`` of the lowest).
+
+Each of these edits makes it fail (checked by applying each one and running this file):
+
+1. ``antialias=False`` in the mask upsampling (``ops.iter_upsampled_masks``);
+2. ``antialias=True`` on the reference crops (``memory/encoding.py``, bicubic);
+3. ``align_corners=True`` on the reference mask crops (bilinear);
+4. ``nearest-exact`` instead of ``nearest`` for the patch-grid mask weights;
+5. NMS ranked by the cosine score instead of SAM 2's predicted IoU (``matching.py``);
+6. soft-merge exponent 0.55 instead of 0.5 (``MODEL.REFSEG.MERGE_EXPONENT``).
 
 Regenerate it only for an intended change of the faithful path's numbers, stated in the commit
-message and the closing note:
+message and the closing note (one thread, as it was made):
 
-    REFSEG_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_golden.py
+    OMP_NUM_THREADS=1 REFSEG_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_golden.py
 """
-import contextlib
-import hashlib
 import json
 import os
 
@@ -28,17 +48,28 @@ import pytest
 import torch
 from common import register, tiny_cfg
 from detectron2.data import DatasetCatalog
+from pycocotools import mask as mask_util
 
 from refseg_d2 import RefSegTargetMapper, RefSegTrainer, fill_memory
 from refseg_d2.testing.synthetic import make_split
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden_tiny_predictions.json")
+MEMORY_RTOL = 1e-4
+MASK_PIXELS = 2
 SCORE_TOL = 1e-5
+SCORE_MAX = 5e-3
+CHANGED_SHARE = 0.03
 
 
-def _mask_digest(mask):
-    bits = np.packbits(mask.numpy().astype(np.uint8), axis=None)
-    return hashlib.md5(bits.tobytes()).hexdigest()
+def _encode(mask):
+    """(H, W) bool tensor -> COCO RLE counts (str)."""
+    rle = mask_util.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
+    return rle["counts"].decode("ascii")
+
+
+def _decode(counts, size):
+    """COCO RLE counts of a (H, W) = ``size`` mask -> (H, W) bool array."""
+    return mask_util.decode({"size": list(size), "counts": counts.encode("ascii")}).astype(bool)
 
 
 # name -> config overrides: the tiny config's defaults, and every proposal kept by the NMS (so
@@ -53,17 +84,6 @@ SETTINGS = {
 }
 # A setting checked against another's golden numbers (the same predictions, another path).
 GOLDEN_OF = {"nms_keeps_all_dense": "nms_keeps_all"}
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """CPU kernels split work by thread count, which moves the last bits of SAM 2's logits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _memory_digest(features):
@@ -89,11 +109,10 @@ def golden_run(request, random_weights, tmp_path_factory):
     ]
     cfg = tiny_cfg(random_weights, tmp_path_factory.mktemp("golden_out"), SETTINGS[request.param])
     model = RefSegTrainer.build_model(cfg)
-    with _one_thread():
-        stats = fill_memory(cfg, model, [refs, box_refs])
+    stats = fill_memory(cfg, model, [refs, box_refs])
     mapper = RefSegTargetMapper(cfg)
     images = []
-    with torch.no_grad(), _one_thread():
+    with torch.no_grad():
         for name in targets:
             for d in DatasetCatalog.get(name):
                 inst = model([mapper(d)])[0]["instances"].to("cpu")
@@ -104,7 +123,7 @@ def golden_run(request, random_weights, tmp_path_factory):
                     "scores": [round(float(s), 7) for s in inst.scores],
                     "boxes": inst.pred_boxes.tensor.to(torch.int64).tolist(),
                     "areas": inst.pred_masks.flatten(1).sum(1).tolist(),
-                    "masks_md5": [_mask_digest(m) for m in inst.pred_masks],
+                    "masks": [_encode(m) for m in inst.pred_masks],
                 })
     return request.param, {
         "memory": {"references": stats["references"], "sam2_masks": stats["sam2_masks"],
@@ -133,16 +152,63 @@ def test_golden_predictions_of_the_tiny_model_are_unchanged(golden_run):
     mem, want_mem = run["memory"], golden["memory"]
     assert mem["references"] == want_mem["references"]
     assert mem["sam2_masks"] == want_mem["sam2_masks"]
-    assert mem["digest"] == pytest.approx(want_mem["digest"], rel=1e-6)
+    assert mem["digest"] == pytest.approx(want_mem["digest"], rel=MEMORY_RTOL)
     assert [im["file"] for im in run["images"]] == [im["file"] for im in golden["images"]]
+    pairs = []
     for got, want in zip(run["images"], golden["images"]):
-        where = "{} ({})".format(want["file"], setting)
-        assert got["size"] == want["size"], where
-        assert got["classes"] == want["classes"], where
-        assert np.allclose(got["scores"], want["scores"], rtol=0, atol=SCORE_TOL), where
-        assert got["boxes"] == want["boxes"], where
-        assert got["areas"] == want["areas"], where
-        assert got["masks_md5"] == want["masks_md5"], where
+        assert got["size"] == want["size"], want["file"]
+        pairs += _pair_detections(got, want, "{} ({})".format(want["file"], setting))
+    limit = CHANGED_SHARE * len(pairs)
+    moved = [(where, rank, d) for where, rank, pixels, d in pairs if d > SCORE_TOL]
+    flipped = [(where, rank, pixels) for where, rank, pixels, d in pairs if pixels]
+    assert len(moved) <= limit, "scores moved by more than {}: {}".format(SCORE_TOL, moved)
+    assert len(flipped) <= limit, "masks with changed pixels: {}".format(flipped)
+
+
+def _detections(image):
+    return [
+        {"rank": i, "class": c, "score": s, "box": b, "counts": m}
+        for i, (c, s, b, m) in enumerate(zip(
+            image["classes"], image["scores"], image["boxes"], image["masks"]))
+    ]
+
+
+def _pair_detections(got, want, where):
+    """
+    Pair every golden detection of an image with a computed one of the same class, box (+-1 px),
+    mask (at most MASK_PIXELS pixels apart) and score (within SCORE_MAX), nearest in rank first.
+    Returns [(where, rank, changed pixels, |score difference|)] of the pairs; fails on a
+    detection left without a partner unless it sits at the top-k cut on its side.
+    """
+    size = want["size"]
+    free = _detections(got)
+    pairs, missing = [], []
+    for w in _detections(want):
+        w_mask = _decode(w["counts"], size)
+        best = None
+        for g in sorted(free, key=lambda g: abs(g["rank"] - w["rank"])):
+            if (g["class"] != w["class"] or abs(g["score"] - w["score"]) > SCORE_MAX
+                    or np.abs(np.subtract(g["box"], w["box"])).max() > 1):
+                continue
+            pixels = int((_decode(g["counts"], size) ^ w_mask).sum())
+            if pixels <= MASK_PIXELS:
+                best = g, pixels
+                break
+        if best is None:
+            missing.append(w)
+            continue
+        g, pixels = best
+        free.remove(g)
+        if g["rank"] != w["rank"] and w["rank"] < len(got["scores"]):  # near-equal scores only
+            assert abs(got["scores"][w["rank"]] - w["score"]) <= SCORE_MAX, (where, w["rank"])
+        pairs.append((where, w["rank"], pixels, abs(g["score"] - w["score"])))
+    for side, left, image in (("golden", missing, want), ("computed", free, got)):
+        cut = min(image["scores"])
+        for d in left:
+            assert len(left) <= 1 and d["score"] - cut <= SCORE_MAX, (
+                "{}: {} detection rank {} (class {}, score {:.6f}) has no partner".format(
+                    where, side, d["rank"], d["class"], d["score"]))
+    return pairs
 
 
 def test_golden_fixture_exercises_detections_on_every_target():
