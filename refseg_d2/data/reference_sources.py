@@ -16,7 +16,8 @@ Three sources:
   are relative to the JSON file's folder. SAM 2 makes each reference's mask from its box
   (``MODEL.REFSEG.MEMORY.BOX_MASK_SOURCE``).
 * ``folder``: one sub-folder per class, named after the class, holding images and their masks:
-  ``<root>/<class>/<stem>.<ext>`` and ``<root>/<class>/<stem>_mask.png`` (non-zero = object).
+  ``<root>/<class>/<stem>.<ext>`` and ``<root>/<class>/<stem>_mask.png`` (two grey levels: non-zero = object;
+  more levels, e.g. a soft edge: >= 128 = object, with a warning naming the file).
   Each image is one reference of its class.
 
 Category ids of the ``boxes`` and ``folder`` sources are 1..C in class order.
@@ -27,15 +28,13 @@ so that reports can show the reference crops without re-reading the reference da
 import logging
 import os
 
-import numpy as np
 import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
-from PIL import Image
 
 from ..utils.files import read_json
-from ..utils.images import image_size, is_image_file
+from ..utils.images import image_size, is_image_file, read_mask
 from ..utils.masks import decode_segmentation, encode_mask
 from .mappers import bbox_xywh, context_crop_window
 
@@ -148,7 +147,7 @@ def load_folder_references(root):
                 raise FileNotFoundError(
                     "No mask {} for reference image {}".format(mask_file, file_name)
                 )
-            mask = np.array(Image.open(mask_file).convert("L")) > 0
+            mask = read_mask(mask_file)
             width, height = image_size(file_name)
             if mask.shape != (height, width):
                 raise ValueError(

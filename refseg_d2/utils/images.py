@@ -1,7 +1,10 @@
-"""Reading images as the reference does (PIL, RGB), with errors that name the file."""
+"""Reading images as the reference does (PIL, RGB) and mask images, with errors that name the file."""
 import os
 
+import numpy as np
 from PIL import Image, ImageOps
+
+from .masks import binary_mask
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -37,3 +40,18 @@ def image_size(file_name, apply_exif=False):
         raise FileNotFoundError("Image file not found: {}".format(file_name)) from e
     except Exception as e:
         raise IOError("Cannot read image {}: {}".format(file_name, e)) from e
+
+
+def read_mask(file_name):
+    """
+    Read a mask image (any mode, as grey levels) as an (H, W) bool array by the rule of
+    :func:`refseg_d2.utils.masks.binary_mask` (two levels: non-zero = object; more: >= 128).
+    """
+    try:
+        with Image.open(file_name) as image:
+            grey = np.array(image.convert("L"))
+    except FileNotFoundError as e:
+        raise FileNotFoundError("Mask file not found: {}".format(file_name)) from e
+    except Exception as e:
+        raise IOError("Cannot read mask {}: {}".format(file_name, e)) from e
+    return binary_mask(grey, file_name)

@@ -1,7 +1,15 @@
-"""COCO segmentations to and from binary masks."""
+"""COCO segmentations to and from binary masks; mask arrays given by users."""
+import logging
+
 import numpy as np
 import pycocotools.mask as mask_util
 from detectron2.data.detection_utils import polygons_to_bitmask
+
+logger = logging.getLogger(__name__)
+
+# A reference mask covering at least this share of its image is reported (a likely inverted,
+# soft or all-foreground mask rather than an object).
+WHOLE_IMAGE_SHARE = 0.95
 
 
 def decode_segmentation(segm, height, width):
@@ -27,3 +35,38 @@ def encode_mask(mask):
     rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def binary_mask(mask, source):
+    """
+    A user's mask as an (H, W) bool array. Bool arrays and masks with at most two levels
+    (0 and one other value: 0/1, 0/255 label images) are "non-zero = object". Anything with more
+    levels (a soft edge, a probability map) is binarised at mid-grey, ``>= 128`` for integers
+    and ``>= 0.5`` for floats in [0, 1], with a warning naming ``source``; a mask covering
+    nearly the whole image (``WHOLE_IMAGE_SHARE``) is warned about too.
+
+    Args:
+        mask: (H, W) array of bool, integer or float values.
+        source (str): how the user gave it, e.g. a file name; named in warnings.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError("Mask {} must be 2-D (H, W), got shape {}".format(source, mask.shape))
+    if mask.dtype == bool:
+        out = mask
+    else:
+        levels = np.unique(mask)
+        if len(levels) <= 2 and levels.min() >= 0 and (len(levels) < 2 or levels[0] == 0):
+            out = mask != 0
+        else:
+            mid = 0.5 if np.issubdtype(mask.dtype, np.floating) and levels.max() <= 1 else 128
+            out = mask >= mid
+            logger.warning(
+                "Mask %s is not binary (%d grey levels from %s to %s): binarised at >= %s "
+                "(%.1f%% of the pixels are the object).", source, len(levels), levels.min(),
+                levels.max(), mid, 100.0 * out.mean())
+    share = float(out.mean()) if out.size else 0.0
+    if share >= WHOLE_IMAGE_SHARE:
+        logger.warning("Mask %s covers %.1f%% of its image: is it inverted or not a mask of "
+                       "one object?", source, 100.0 * share)
+    return out
