@@ -49,8 +49,8 @@ SAM2_BUILD_CUDA=0 "${PIP[@]}" --no-build-isolation "sam2==1.1.0"
 log "dinov2 model code (--no-deps: its metadata pins an old torch)"
 "${PIP[@]}" --no-deps "dinov2==0.0.1.dev2"
 
-log "refseg_d2 in editable mode"
-"${PIP[@]}" --no-deps --no-build-isolation -e .
+log "refseg_d2 in editable mode (its requirements resolve against what is installed above)"
+"${PIP[@]}" --no-build-isolation -e .
 
 # Headless Chromium for the report render test (tests/test_report_run.py): the Debian package
 # chromium-headless-shell (~90 MB download, ~15 s), when we are root with apt-get. Elsewhere,

@@ -62,7 +62,13 @@ class DinoV2Encoder(nn.Module):
             seed (int): seed of the random initialisation.
         """
         super().__init__()
-        from dinov2.models import vision_transformer as dinov2_vit
+        try:
+            from dinov2.models import vision_transformer as dinov2_vit
+        except ImportError as e:
+            raise ImportError(
+                "DINOv2's model code is not installed. Install it without its dependencies "
+                "(its metadata pins torch 2.0): pip install --no-deps dinov2==0.0.1.dev2"
+            ) from e
 
         if input_size % self.patch_size != 0:
             raise ValueError(
