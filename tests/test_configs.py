@@ -1,6 +1,7 @@
 """Every shipped config merges; the package registers its meta-architecture on import."""
 import glob
 import os
+import re
 
 import pytest
 from common import REPO
@@ -33,7 +34,8 @@ def test_base_config_holds_the_paper_settings():
     assert (r.SAM2.CONFIG, r.SAM2.INPUT_SIZE) == ("configs/sam2/sam2_hiera_l.yaml", 1024)
     assert (r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH) == (32, 256, 0.4)
     assert (r.NMS_THRESH, r.MAX_DETECTIONS, r.NMS_KEEP_FACTOR) == (0.5, 100, 8)
-    assert not r.RANDOM_INIT and r.ACCEL.AMP == "" and r.FULL_MASKS.MODE == "auto"
+    assert not r.RANDOM_INIT and r.ACCEL.AMP == "" and r.ACCEL.COMPILE == ""
+    assert (r.SAM2.DECODER, r.EVAL.COCO_IMPL) == ("shared", "faster_coco_eval")
 
 
 def test_importing_the_package_registers_the_meta_architecture():
@@ -57,12 +59,65 @@ def test_benchmark_config_names_registered_datasets_of_one_benchmark(path):
     assert test.evaluator_type
 
 
-def test_old_proposal_cache_keys_are_ignored_in_files_and_overrides(tmp_path):
+def _old_config(tmp_path, body):
     old = tmp_path / "old.yaml"
-    old.write_text("_BASE_: {}\nMODEL:\n  REFSEG:\n    CACHE:\n      ENABLED: True\n".format(
-        os.path.join(REPO, "configs", "Base-RefSeg.yaml")))
+    old.write_text("_BASE_: {}\nMODEL:\n  REFSEG:\n{}".format(
+        os.path.join(REPO, "configs", "Base-RefSeg.yaml"), body))
+    return str(old)
+
+
+def test_old_proposal_cache_keys_are_ignored_in_files_and_overrides(tmp_path, caplog):
     cfg = get_cfg()
     add_refseg_config(cfg)
-    cfg.merge_from_file(str(old))
+    cfg.merge_from_file(_old_config(tmp_path, "    CACHE:\n      ENABLED: True\n"))
     cfg.merge_from_list(["MODEL.REFSEG.CACHE.DIR", "somewhere"])
     assert "CACHE" not in cfg.MODEL.REFSEG
+    assert "MODEL.REFSEG.CACHE.DIR" in caplog.text
+
+
+def test_old_keys_load_with_a_warning_naming_their_replacement(tmp_path, caplog):
+    cfg = get_cfg()
+    add_refseg_config(cfg)
+    cfg.merge_from_file(_old_config(tmp_path, (
+        "    RANDOM_INIT_SEED: 3\n    UPSAMPLE_CHUNK: 8\n    SAM2:\n      DECODER_CHUNK: 4\n"
+        "    MEMORY:\n      SAVE: False\n    FULL_MASKS:\n      MODE: dense\n"
+        "      DENSE_MAX_PIXELS: 1000\n    ACCEL:\n      COMPILE: True\n"
+        "      COMPILE_BACKEND: eager\n")))
+    r = cfg.MODEL.REFSEG
+    assert (r.MEMORY.SAVE_NAME, r.FULL_MASKS.MAX_PIXELS, r.ACCEL.COMPILE) == ("", 1000, "eager")
+    for old in ("RANDOM_INIT_SEED", "UPSAMPLE_CHUNK", "SAM2.DECODER_CHUNK", "MEMORY.SAVE",
+                "FULL_MASKS.MODE", "FULL_MASKS.DENSE_MAX_PIXELS", "ACCEL.COMPILE"):
+        assert "MODEL.REFSEG.{} (=".format(old) in caplog.text
+    assert "use MODEL.REFSEG.MEMORY.SAVE_NAME ''" in caplog.text
+    assert "use MODEL.REFSEG.FULL_MASKS.MAX_PIXELS" in caplog.text
+    assert "use MODEL.REFSEG.ACCEL.COMPILE 'eager'" in caplog.text
+    cfg.merge_from_list(["MODEL.REFSEG.MEMORY.SAVE", "True", "MODEL.REFSEG.ACCEL.COMPILE", "False"])
+    assert (r.MEMORY.SAVE_NAME, r.ACCEL.COMPILE) == ("refseg_memory", "")
+    cfg.merge_from_list(["MODEL.REFSEG.ACCEL.COMPILE", "True"])
+    assert r.ACCEL.COMPILE == "inductor"
+    cfg.merge_from_list(["MODEL.REFSEG.ACCEL.COMPILE_BACKEND", "aot_eager"])
+    assert r.ACCEL.COMPILE == "aot_eager"
+    assert "RANDOM_INIT_SEED" not in r and "MODE" not in r.FULL_MASKS
+
+
+@pytest.mark.parametrize("key,value,allowed", [
+    ("SAM2.DECODER", "fast", "one of 'shared', 'official'"),
+    ("ACCEL.AMP", "fp8", "one of '', 'bf16', 'fp16'"),
+    ("ACCEL.COMPILE", "tvm", "one of '', 'inductor', 'eager', 'aot_eager'"),
+    ("MEMORY.BOX_MASK_SOURCE", "polygon", "one of 'sam2', 'box'"),
+    ("EVAL.COCO_IMPL", "lvis", "one of 'faster_coco_eval', 'pycocotools', 'detectron2'"),
+    ("FULL_MASKS.MAX_PIXELS", 0, "an integer >= 1"),
+])
+def test_check_names_the_key_and_the_allowed_values_declared_by_the_code(key, value, allowed):
+    from refseg_d2.config import check_refseg_config
+
+    cfg = get_cfg()
+    add_refseg_config(cfg)
+    node = cfg.MODEL.REFSEG
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    with pytest.raises(ValueError, match=re.escape(
+            "MODEL.REFSEG.{} = {!r} is out of range: it must be {}".format(key, value, allowed))):
+        check_refseg_config(cfg)

@@ -136,7 +136,7 @@ def _proposals(n=60, grid=16, seed=0):
     feats = F.normalize(torch.randn(n, 8, generator=g), dim=1)
     feats = F.normalize(feats + torch.tensor([2.0] + [0.0] * 7), dim=1)   # all positive scores
     return Proposals(feats, torch.rand(n, generator=g), ops.masks_to_boxes_inclusive(low),
-                     LogitMasks(logits, chunk=7))
+                     LogitMasks(logits, max_pixels=1000))
 
 
 @pytest.mark.parametrize("way", ["runs", "bands"])
@@ -166,21 +166,22 @@ def test_streamed_matching_equals_dense_matching_exactly(size, way, monkeypatch)
 
 
 def test_auto_mode_holds_masks_at_once_only_on_cuda_under_the_budget():
-    matcher = ProposalMatcher(StageTimer(), dense_max_pixels=1000)
+    matcher = ProposalMatcher(StageTimer(), max_pixels=1000)
     assert not matcher._dense(10, (10, 10), torch.device("cpu"))
     assert matcher._dense(10, (10, 10), torch.device("cuda"))
     assert not matcher._dense(11, (10, 10), torch.device("cuda"))
-    with pytest.raises(ValueError, match="FULL_MASKS.MODE"):
+    with pytest.raises(ValueError, match="full_mask_mode"):
         ProposalMatcher(StageTimer(), full_mask_mode="banded")
 
 
-def test_train_net_predictions_are_identical_with_dense_and_streamed_masks(
+def test_train_net_predictions_do_not_depend_on_the_full_mask_pixel_budget(
         random_weights, synthetic, tmp_path):
+    """One mask per upsampling chunk (budget 1 pixel) or all at once: the same predictions."""
     results = {}
-    for mode in ("dense", "streamed"):
-        out = tmp_path / mode
+    for budget in (1, 1 << 28):
+        out = tmp_path / str(budget)
         run_train_net(random_weights, synthetic, out, "--eval-only", "MODEL.REFSEG.NMS_THRESH",
-                      "1.0", "MODEL.REFSEG.FULL_MASKS.MODE", mode)
-        results[mode] = predictions(out)
-    assert len(results["dense"]) > 0
-    assert results["dense"] == results["streamed"]
+                      "1.0", "MODEL.REFSEG.FULL_MASKS.MAX_PIXELS", str(budget))
+        results[budget] = predictions(out)
+    assert len(results[1]) > 0
+    assert results[1] == results[1 << 28]

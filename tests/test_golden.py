@@ -74,14 +74,16 @@ def _decode(counts, size):
 
 # name -> config overrides: the tiny config's defaults, and every proposal kept by the NMS (so
 # soft merging and the top-k see many overlapping masks). On CPU the kept masks are streamed
-# (FULL_MASKS.MODE auto); the "_dense" run holds them at full size at once and must give the
-# same golden numbers.
+# (the matcher's full_mask_mode "auto"); the "_dense" run forces them at full size at once
+# (FULL_MASK_MODE) and must give the same golden numbers.
 KEEP_ALL = ["MODEL.REFSEG.NMS_THRESH", 1.0, "MODEL.REFSEG.POINTS_PER_SIDE", 12]
 SETTINGS = {
     "defaults": [],
     "nms_keeps_all": KEEP_ALL,
-    "nms_keeps_all_dense": KEEP_ALL + ["MODEL.REFSEG.FULL_MASKS.MODE", "dense"],
+    "nms_keeps_all_dense": KEEP_ALL,
 }
+# name -> full_mask_mode forced on the model's matcher (not a config key).
+FULL_MASK_MODE = {"nms_keeps_all_dense": "dense"}
 # A setting checked against another's golden numbers (the same predictions, another path).
 GOLDEN_OF = {"nms_keeps_all_dense": "nms_keeps_all"}
 
@@ -109,6 +111,7 @@ def golden_run(request, random_weights, tmp_path_factory):
     ]
     cfg = tiny_cfg(random_weights, tmp_path_factory.mktemp("golden_out"), SETTINGS[request.param])
     model = RefSegTrainer.build_model(cfg)
+    model.matcher.full_mask_mode = FULL_MASK_MODE.get(request.param, "auto")
     stats = fill_memory(cfg, model, [refs, box_refs])
     mapper = RefSegTargetMapper(cfg)
     images = []

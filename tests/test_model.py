@@ -51,11 +51,11 @@ def test_at_most_max_detections_are_kept(model_and_cfg, synthetic):
     inputs = _targets(synthetic, cfg)[:2]
     with torch.no_grad():
         full = [o["instances"] for o in model(inputs)]
-        model.max_detections = 2
+        model.matcher.max_detections = 2
         try:
             top = [o["instances"] for o in model(inputs)]
         finally:
-            model.max_detections = cfg.MODEL.REFSEG.MAX_DETECTIONS
+            model.matcher.max_detections = cfg.MODEL.REFSEG.MAX_DETECTIONS
     for a, b in zip(full, top):
         assert len(b) == min(2, len(a))
         assert torch.equal(b.scores, a.scores[: len(b)])

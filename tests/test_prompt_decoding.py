@@ -44,7 +44,7 @@ def test_shared_decoder_matches_the_official_decoder(sam_and_features, side, chu
         thresh = float(ranked[mid - 1] + ranked[mid]) / 2  # about half of the prompts pass
         want = torch.nonzero(best_iou > thresh)[:, 0]
         assert 0 < len(want) < side * side
-        prompter = SAM2Prompter(sam, side, 4, thresh, "shared", decoder_chunk=chunk)
+        prompter = SAM2Prompter(sam, side, chunk, thresh, "shared")
         prompter.shared.static_shapes = static
         prompter.shared.upscale_chunk = 3
         points = prompter.grid[:, None, :]
@@ -64,7 +64,7 @@ def test_point_grid_and_box_prompting_agree_between_decoders(sam_and_features):
     out = {}
     with torch.no_grad():
         for name in ("official", "shared"):
-            prompter = SAM2Prompter(sam, 6, 10, 0.5, name, decoder_chunk=5)
+            prompter = SAM2Prompter(sam, 6, 5, 0.5, name)
             out[name] = prompter.decode_point_grid(embedding, high_res) + (
                 prompter.decode_boxes(embedding, high_res, boxes),)
     (lo, io, bo), (ls, is_, bs) = out["official"], out["shared"]

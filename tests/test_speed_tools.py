@@ -71,7 +71,6 @@ def test_batched_dinov2_gives_the_predictions_of_one_image_at_a_time(random_weig
     _, single = _predict(random_weights, synthetic, tmp_path, [])
     model, batched = _predict(random_weights, synthetic, tmp_path,
                               ["MODEL.REFSEG.ACCEL.IMAGES_PER_BATCH", 2])
-    assert model.proposal_generator.batch_encoder
     for a, b in zip(single, batched):
         assert torch.equal(a.pred_classes, b.pred_classes)
         assert torch.allclose(a.scores, b.scores, atol=1e-4)
@@ -91,7 +90,7 @@ def test_compile_flag_compiles_what_runs_without_recompiling_per_image(random_we
     torch._dynamo.reset()
     counters.clear()
     cfg = tiny_cfg(random_weights, tmp_path, [
-        "MODEL.REFSEG.ACCEL.COMPILE", True, "MODEL.REFSEG.ACCEL.COMPILE_BACKEND", "eager",
+        "MODEL.REFSEG.ACCEL.COMPILE", "eager",
         "MODEL.REFSEG.SAM2.DECODER", "shared"])
     model = RefSegTrainer.build_model(cfg)
     mapper = RefSegTargetMapper(cfg)
@@ -106,17 +105,22 @@ def test_compile_flag_compiles_what_runs_without_recompiling_per_image(random_we
     assert not counters["recompiles"]
 
 
-def test_tf32_flag_switches_cuda_matmuls_and_convolutions():
+def test_tf32_flag_switches_cuda_matmuls_and_convolutions_inside_the_forwards_only():
+    import warnings
+
     import torch
 
-    from refseg_d2.modeling.proposals.accel import set_tf32
+    from refseg_d2.modeling.precision import precision
 
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        set_tf32(False)
-        assert not torch.backends.cuda.matmul.allow_tf32
-        set_tf32(True)
-        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # autocast "cuda" on a machine without CUDA
+            with precision("cuda", None, tf32=False):
+                assert not torch.backends.cuda.matmul.allow_tf32
+            with precision("cuda", None, tf32=True):
+                assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

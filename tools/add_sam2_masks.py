@@ -95,8 +95,7 @@ def resolve_source(args):
 def build_prompter(cfg):
     """SAM 2 as ``MODEL.REFSEG.SAM2.*`` selects it, on MODEL.DEVICE."""
     r = cfg.MODEL.REFSEG
-    sam = build_sam2_model(r.SAM2.CONFIG, r.SAM2.WEIGHTS, r.SAM2.INPUT_SIZE, r.RANDOM_INIT,
-                           r.RANDOM_INIT_SEED)
+    sam = build_sam2_model(r.SAM2.CONFIG, r.SAM2.WEIGHTS, r.SAM2.INPUT_SIZE, r.RANDOM_INIT)
     prompter = SAM2Prompter(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH)
     return prompter.to(cfg.MODEL.DEVICE).eval()
 
@@ -250,7 +249,7 @@ def main(argv=None):
     progress_path = output + ".partial"
     stats = add_sam2_masks(
         data, image_root, build_prompter(cfg), progress_path, header, args.overwrite,
-        args.box_batch, r.UPSAMPLE_CHUNK, args.max_images, args.mask_format,
+        args.box_batch, 64, args.max_images, args.mask_format,
     )
     if stats["remaining"]:
         logger.info("Stopped with %d images left; run again to resume (%s)", stats["remaining"],

@@ -208,7 +208,7 @@ def ensure_memory(cfg, model, force=False, save=True):
     if model.memory.is_ready and not force:
         logger.info("Using the loaded memory: %s", model.memory.extra_repr())
         return False
-    save = bool(save and cfg.MODEL.REFSEG.MEMORY.SAVE and cfg.OUTPUT_DIR)
+    save = bool(save and cfg.MODEL.REFSEG.MEMORY.SAVE_NAME and cfg.OUTPUT_DIR)
     fill_memory(cfg, model, with_provenance=save and comm.is_main_process())
     if save and comm.is_main_process():
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)

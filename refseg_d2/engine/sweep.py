@@ -130,10 +130,10 @@ def run_sweep(cfg, model, runs, runs_per_pass=0, on_finished=None):
 
 def fill_memories(cfg, model, runs, timer):
     """
-    The memory of each run (saved to its OUTPUT_DIR/<MEMORY.SAVE_NAME>.pth when MEMORY.SAVE, as
-    train_net does), checked against every test dataset. Returns OrderedDict run name -> MemoryBank.
+    The memory of each run (saved to its OUTPUT_DIR/<MEMORY.SAVE_NAME>.pth unless SAVE_NAME is
+    "", as train_net does), checked against every test dataset. Returns OrderedDict run name -> MemoryBank.
     """
-    save = bool(cfg.MODEL.REFSEG.MEMORY.SAVE) and comm.is_main_process()
+    save = bool(cfg.MODEL.REFSEG.MEMORY.SAVE_NAME) and comm.is_main_process()
     with timer.stage("memory", model.device):
         built = build_memories(cfg, model, OrderedDict((r.name, r.references) for r in runs),
                                with_provenance=save)

@@ -2,10 +2,10 @@
 COCO-style AP of refseg_d2's predictions with Detectron2's COCOEvaluator, with a choice of the
 COCOeval implementation (``MODEL.REFSEG.EVAL.COCO_IMPL``):
 
-- ``pycocotools`` (default): the official Python COCOeval, what the authors evaluate with;
+- ``faster_coco_eval`` (default): the maintained C++ drop-in of the ``faster-coco-eval`` package;
+- ``pycocotools``: the official Python COCOeval, what the authors evaluate with;
 - ``detectron2``: Detectron2's compiled COCOeval (``use_fast_impl``; needs Detectron2's ``_C``,
-  otherwise Detectron2 falls back to pycocotools and says so);
-- ``faster_coco_eval``: the maintained C++ drop-in of the ``faster-coco-eval`` package.
+  otherwise Detectron2 falls back to pycocotools and says so).
 
 The three give the same numbers (the tests compare them on synthetic data to 1e-9); the last
 two are faster on large test sets (a 60-run sweep over COCO val).
@@ -16,9 +16,11 @@ import logging
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation import coco_evaluation
 
+from ..config import declare_choices
+
 logger = logging.getLogger(__name__)
 
-COCO_IMPLS = ("pycocotools", "detectron2", "faster_coco_eval")
+COCO_IMPLS = declare_choices("EVAL.COCO_IMPL", ("faster_coco_eval", "pycocotools", "detectron2"))
 
 
 @contextlib.contextmanager
@@ -52,6 +54,14 @@ class RefSegCOCOEvaluator(COCOEvaluator):
         if coco_impl not in COCO_IMPLS:
             raise ValueError("MODEL.REFSEG.EVAL.COCO_IMPL must be one of {}, got {!r}".format(
                 COCO_IMPLS, coco_impl))
+        if coco_impl == "faster_coco_eval":
+            try:
+                import faster_coco_eval  # noqa: F401
+            except ImportError as e:
+                raise ImportError(
+                    "MODEL.REFSEG.EVAL.COCO_IMPL 'faster_coco_eval' needs the faster-coco-eval "
+                    "package: pip install faster-coco-eval, or set MODEL.REFSEG.EVAL.COCO_IMPL "
+                    "pycocotools") from e
         kwargs["use_fast_impl"] = coco_impl != "pycocotools"
         super().__init__(dataset_name, tasks=tasks, **kwargs)
         self._coco_impl = coco_impl

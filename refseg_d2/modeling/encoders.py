@@ -5,7 +5,8 @@ The registered object is called with ``obj(cfg)`` and returns an ``nn.Module`` w
     ``feature_dim`` (int), ``patch_size`` (int), ``input_size`` (int),
     ``signature()`` -> dict identifying what the features depend on, and
     ``forward(images)``: images (B, 3, S, S) float RGB in [0, 1], S = input_size
-    -> features (B, D, S / patch, S / patch).
+    -> features (B, D, S / patch, S / patch); the forward applies the precision settings
+    ``MODEL.REFSEG.ACCEL.AMP`` / ``ACCEL.TF32`` itself (see ``refseg_d2.modeling.precision``).
 """
 import logging
 
@@ -13,6 +14,7 @@ import torch
 import torch.nn as nn
 from detectron2.utils.registry import Registry
 
+from .precision import amp_dtype, precision
 from .weights import load_state_dict_file, load_weights_strict, random_init_rng
 
 REFSEG_ENCODER_REGISTRY = Registry("REFSEG_ENCODER")
@@ -52,7 +54,7 @@ class DinoV2Encoder(nn.Module):
 
     patch_size = 14
 
-    def __init__(self, name, weights, input_size, random_init=False, seed=0):
+    def __init__(self, name, weights, input_size, random_init=False, seed=0, amp="", tf32=False):
         """
         Args:
             name (str): one of dinov2_vits14, dinov2_vitb14, dinov2_vitl14, dinov2_vitg14.
@@ -60,6 +62,8 @@ class DinoV2Encoder(nn.Module):
             input_size (int): side of the square input, a multiple of 14.
             random_init (bool): allow an empty ``weights`` (random initialisation).
             seed (int): seed of the random initialisation.
+            amp (str): "" (fp32), "bf16" or "fp16": autocast of the forward (ACCEL.AMP).
+            tf32 (bool): allow TF32 in the forward's CUDA matmuls (ACCEL.TF32).
         """
         super().__init__()
         try:
@@ -86,6 +90,8 @@ class DinoV2Encoder(nn.Module):
                 **extra,
             )
         self.name = name
+        self.amp_dtype = amp_dtype(amp)
+        self.tf32 = tf32
         self.input_size = input_size
         self.feature_dim = self.backbone.embed_dim
         if weights:
@@ -124,24 +130,26 @@ class DinoV2Encoder(nn.Module):
         Args:
             images: (B, 3, S, S) RGB in [0, 1].
         Returns:
-            (B, D, S / 14, S / 14) features.
+            (B, D, S / 14, S / 14) features (in the autocast dtype under ACCEL.AMP).
         """
         b, _, height, width = images.shape
         x = (images - self.pixel_mean) / self.pixel_std
-        tokens = self.backbone.forward_features(x)["x_norm_patchtokens"]
+        with precision(x.device.type, self.amp_dtype, self.tf32):
+            tokens = self.backbone.forward_features(x)["x_norm_patchtokens"]
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
         return tokens.transpose(1, 2).reshape(b, self.feature_dim, grid_h, grid_w)
 
 
 def _make_dinov2_builder(name):
     def builder(cfg):
-        enc = cfg.MODEL.REFSEG.ENCODER
+        r = cfg.MODEL.REFSEG
         return DinoV2Encoder(
             name,
-            enc.WEIGHTS,
-            enc.INPUT_SIZE,
-            random_init=cfg.MODEL.REFSEG.RANDOM_INIT,
-            seed=cfg.MODEL.REFSEG.RANDOM_INIT_SEED,
+            r.ENCODER.WEIGHTS,
+            r.ENCODER.INPUT_SIZE,
+            random_init=r.RANDOM_INIT,
+            amp=r.ACCEL.AMP,
+            tf32=r.ACCEL.TF32,
         )
 
     builder.__name__ = name

@@ -1,6 +1,6 @@
 """
 The matching stage: the proposals of one target image against the class prototypes of a memory
-(method-reference 3, steps 11-16 of section 13): cosine classification, class-aware NMS on the
+(steps 11-16 of the method): cosine classification, class-aware NMS on the
 low-resolution boxes ranked by SAM 2's predicted IoU, masks at the original size for the kept
 proposals only, semantic-aware soft merging and the top-k.
 
@@ -10,7 +10,8 @@ Full-size masks are handled in one of two ways, with identical results:
 - "streamed": kept masks upsampled a chunk at a time and reduced to their runs of set pixels
   (``mask_overlaps``); intersections from the runs; only the final top-k are held at full size
   (bounded memory at any image size, and faster on a CPU).
-"auto" picks "dense" on CUDA when n x H x W <= dense_max_pixels, "streamed" otherwise.
+"auto" picks "dense" on CUDA when n x H x W <= max_pixels (``FULL_MASKS.MAX_PIXELS``),
+"streamed" otherwise (chunks of at most max_pixels pixels, see ``proposals.LogitMasks``).
 
 Timer stages: "classification_nms", "mask_upsampling", "soft_merging" (with the top-k).
 """
@@ -27,7 +28,7 @@ class ProposalMatcher:
     """Proposals + prototypes -> Instances at the original image size."""
 
     def __init__(self, timer, nms_thresh=0.5, nms_keep_factor=8, max_detections=100,
-                 merge_exponent=0.5, full_mask_mode="auto", dense_max_pixels=1 << 28):
+                 merge_exponent=0.5, full_mask_mode="auto", max_pixels=1 << 28):
         """
         Args:
             timer (StageTimer): where the stage times go.
@@ -35,15 +36,16 @@ class ProposalMatcher:
             nms_keep_factor (int): NMS keeps at most nms_keep_factor * max_detections masks.
             max_detections (int): detections per image.
             merge_exponent (float): exponent of the soft-merging decay.
-            full_mask_mode (str): "auto", "dense" or "streamed" (see the module docstring).
-            dense_max_pixels (int): "auto" holds the kept masks at full size at once (on CUDA)
-                only up to this many mask pixels.
+            full_mask_mode (str): "auto", "dense" or "streamed" (see the module docstring); not
+                a config key: only tests and benchmarks force a mode.
+            max_pixels (int): "auto" holds the kept masks at full size at once (on CUDA) only
+                up to this many mask pixels.
         """
         if full_mask_mode not in FULL_MASK_MODES:
-            raise ValueError("MODEL.REFSEG.FULL_MASKS.MODE must be one of {}, got {!r}".format(
+            raise ValueError("full_mask_mode must be one of {}, got {!r}".format(
                 FULL_MASK_MODES, full_mask_mode))
         self.full_mask_mode = full_mask_mode
-        self.dense_max_pixels = dense_max_pixels
+        self.max_pixels = max_pixels
         self.timer = timer
         self.nms_thresh = nms_thresh
         self.nms_keep_factor = nms_keep_factor
@@ -100,4 +102,4 @@ class ProposalMatcher:
         """Whether ``count`` kept masks of ``size`` are held at full size at once."""
         if self.full_mask_mode != "auto":
             return self.full_mask_mode == "dense"
-        return device.type == "cuda" and count * size[0] * size[1] <= self.dense_max_pixels
+        return device.type == "cuda" and count * size[0] * size[1] <= self.max_pixels

@@ -21,12 +21,11 @@ from ..utils.timing import StageTimer
 from .encoders import build_encoder
 from .matching import ProposalMatcher
 from .memory import MemoryBank, ReferenceEncoder
+from .precision import amp_dtype
 from .proposals import ProposalGenerator, SAM2Prompter, build_sam2_model
-from .proposals.accel import compile_models, set_tf32
+from .proposals.accel import compile_models
 
 logger = logging.getLogger(__name__)
-
-AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Sub-modules holding frozen foundation-model weights: loaded from their official files
 # (the WEIGHTS keys), never saved in, nor read from, refseg checkpoints.
@@ -53,48 +52,40 @@ class RefSeg(nn.Module):
         nms_keep_factor=8,
         max_detections=100,
         merge_exponent=0.5,
-        upsample_chunk=64,
         box_mask_source="sam2",
         crops_per_batch=16,
         full_mask_mode="auto",
-        dense_max_pixels=1 << 28,
-        amp="",
-        batch_encoder=False,
+        max_pixels=1 << 28,
     ):
         """
         Args:
             encoder (nn.Module): semantic encoder, see ``refseg_d2.modeling.encoders``.
-            prompter (SAM2Prompter): SAM 2 prompting.
+            prompter (SAM2Prompter): SAM 2 prompting. The encoder and the prompter apply their
+                own precision settings (ACCEL.AMP, ACCEL.TF32) around their forwards.
             nms_thresh (float): box IoU threshold of the class-aware NMS.
             nms_keep_factor (int): NMS keeps at most nms_keep_factor * max_detections masks.
             max_detections (int): detections per image.
             merge_exponent (float): exponent of the soft-merging decay.
-            upsample_chunk (int): masks upsampled to full size at a time.
             box_mask_source (str): "sam2" or "box", the mask of a box-only reference.
             crops_per_batch (int): reference crops encoded together (0: all of an image).
             full_mask_mode (str): "auto", "dense" or "streamed": how the kept masks are held at
-                full size (identical results; see ``refseg_d2.modeling.matching``).
-            dense_max_pixels (int): "auto" holds them all at once only up to this many pixels.
-            amp (str): "" (fp32), "bf16" or "fp16": autocast of the SAM 2 and DINOv2 forwards.
-            batch_encoder (bool): encode all images of a batch with DINOv2 at once.
+                full size (identical results; see ``refseg_d2.modeling.matching``). Not a config
+                key: tests and benchmarks force a mode here.
+            max_pixels (int): full-size mask pixels held at once (FULL_MASKS.MAX_PIXELS): "auto"
+                holds all kept masks at once on CUDA up to this, otherwise streams chunks of it.
         """
         super().__init__()
-        if amp not in AMP_DTYPES:
-            raise ValueError("ACCEL.AMP must be one of {}, got {!r}".format(sorted(AMP_DTYPES), amp))
         self.encoder = encoder
         self.prompter = prompter
-        prompter.amp_dtype = AMP_DTYPES[amp]   # one setting for targets and references
         self.memory = MemoryBank(encoder.feature_dim, encoder.signature())
         self.timer = StageTimer()
-        self.proposal_generator = ProposalGenerator(
-            encoder, prompter, self.timer, batch_encoder, upsample_chunk
-        )
+        self.proposal_generator = ProposalGenerator(encoder, prompter, self.timer, max_pixels)
         self.matcher = ProposalMatcher(
             self.timer, nms_thresh, nms_keep_factor, max_detections, merge_exponent,
-            full_mask_mode, dense_max_pixels,
+            full_mask_mode, max_pixels,
         )
         self.reference_encoder = ReferenceEncoder(
-            encoder, prompter, box_mask_source, upsample_chunk, crops_per_batch
+            encoder, prompter, box_mask_source, crops_per_batch=crops_per_batch
         )
         self.register_state_dict_post_hook(_drop_frozen_weights)
 
@@ -102,15 +93,12 @@ class RefSeg(nn.Module):
     def from_config(cls, cfg):
         check_refseg_config(cfg)
         r = cfg.MODEL.REFSEG
-        sam = build_sam2_model(
-            r.SAM2.CONFIG, r.SAM2.WEIGHTS, r.SAM2.INPUT_SIZE, r.RANDOM_INIT, r.RANDOM_INIT_SEED
-        )
+        sam = build_sam2_model(r.SAM2.CONFIG, r.SAM2.WEIGHTS, r.SAM2.INPUT_SIZE, r.RANDOM_INIT)
         encoder = build_encoder(cfg)
         prompter = SAM2Prompter(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH,
-                                r.SAM2.DECODER, r.SAM2.DECODER_CHUNK)
-        set_tf32(r.ACCEL.TF32)
+                                r.SAM2.DECODER, amp_dtype(r.ACCEL.AMP), r.ACCEL.TF32)
         if r.ACCEL.COMPILE:
-            compile_models(encoder, prompter, r.ACCEL.COMPILE_BACKEND)
+            compile_models(encoder, prompter, r.ACCEL.COMPILE)
         return {
             "encoder": encoder,
             "prompter": prompter,
@@ -118,26 +106,14 @@ class RefSeg(nn.Module):
             "nms_keep_factor": r.NMS_KEEP_FACTOR,
             "max_detections": r.MAX_DETECTIONS,
             "merge_exponent": r.MERGE_EXPONENT,
-            "upsample_chunk": r.UPSAMPLE_CHUNK,
             "box_mask_source": r.MEMORY.BOX_MASK_SOURCE,
             "crops_per_batch": r.MEMORY.CROPS_PER_BATCH,
-            "full_mask_mode": r.FULL_MASKS.MODE,
-            "dense_max_pixels": r.FULL_MASKS.DENSE_MAX_PIXELS,
-            "amp": r.ACCEL.AMP,
-            "batch_encoder": r.ACCEL.IMAGES_PER_BATCH > 1,
+            "max_pixels": r.FULL_MASKS.MAX_PIXELS,
         }
 
     @property
     def device(self):
         return self.prompter.pixel_mean.device
-
-    @property
-    def max_detections(self):
-        return self.matcher.max_detections
-
-    @max_detections.setter
-    def max_detections(self, value):
-        self.matcher.max_detections = int(value)
 
     def train(self, mode=True):
         """The foundation models stay in eval mode: nothing here is ever trained."""

@@ -13,10 +13,11 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
+from ...config import declare_choices
 from .. import ops
 from .records import ReferenceRecord
 
-BOX_MASK_SOURCES = ("sam2", "box")
+BOX_MASK_SOURCES = declare_choices("MEMORY.BOX_MASK_SOURCE", ("sam2", "box"))
 
 
 def _distinct_references(windows, masks):

@@ -1,29 +1,22 @@
 """
-Accelerator switches of ``MODEL.REFSEG.ACCEL`` that act on the foundation models: TF32 and
-torch.compile of the code that actually runs (method-reference 9: the reference is fp32).
+``MODEL.REFSEG.ACCEL.COMPILE``: torch.compile of the foundation-model code that actually runs
+(the reference runs it uncompiled). Autocast and TF32 are in ``refseg_d2.modeling.precision``.
 """
 import logging
 
 import torch
 
+from ...config import declare_choices
+
 logger = logging.getLogger(__name__)
 
-
-def set_tf32(enabled):
-    """
-    ``ACCEL.TF32 True``: allow TF32 in CUDA matmuls and cuDNN convolutions (process-wide).
-    False leaves PyTorch's defaults untouched (fp32 matmuls; cuDNN convolutions as PyTorch
-    sets them, as in the reference's environment).
-    """
-    if enabled:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        logger.info("TF32 enabled for CUDA matmuls and convolutions (MODEL.REFSEG.ACCEL.TF32)")
+# "" compiles nothing; "eager" and "aot_eager" trace without code generation (debugging).
+COMPILE_BACKENDS = declare_choices("ACCEL.COMPILE", ("", "inductor", "eager", "aot_eager"))
 
 
 def compile_models(encoder, prompter, backend="inductor"):
     """
-    ``ACCEL.COMPILE True``: torch.compile, at fixed shapes (``dynamic=False``),
+    ``ACCEL.COMPILE <backend>``: torch.compile, at fixed shapes (``dynamic=False``),
     - the encoder backbone's ``forward_features`` (what ``DinoV2Encoder.forward`` calls),
     - SAM 2's image encoder (called by ``forward_image``),
     - the prompt decoder: the shared decoder's per-chunk transformer and upscaling stages

@@ -51,6 +51,10 @@ mask grid; K kept prompts.
 import torch
 import torch.nn.functional as F
 
+# Per-prompt image tokens held at once (bounds memory: 2^17 tokens x 256 channels x 4 bytes =
+# 128 MiB per tensor in fp32, e.g. 32 prompts at SAM 2's 64 x 64 embedding of a 1024 input).
+IMAGE_TOKENS_PER_CHUNK = 1 << 17
+
 
 def _split(attn):
     """(H, d, s) of a SAM 2 ``Attention`` module."""
@@ -167,7 +171,8 @@ class SharedPromptDecoder:
         """
         Args:
             decoder (sam2.modeling.sam.mask_decoder.MaskDecoder): with high-res features.
-            chunk (int): prompts whose per-prompt image tokens (N x C each) exist at once.
+            chunk (int): prompts decoded together (POINTS_PER_BATCH); fewer when their
+                per-prompt image tokens (N x C each) would exceed :data:`IMAGE_TOKENS_PER_CHUNK`.
             upscale_chunk (int): kept prompts upscaled at once.
             static_shapes (bool): pad to fixed shapes (for torch.compile).
         """
@@ -175,7 +180,7 @@ class SharedPromptDecoder:
             raise ValueError("MODEL.REFSEG.SAM2.DECODER 'shared' needs a SAM 2 config with "
                              "use_high_res_features_in_sam: true")
         if chunk < 1 or upscale_chunk < 1:
-            raise ValueError("MODEL.REFSEG.SAM2.DECODER_CHUNK must be >= 1, got {}".format(chunk))
+            raise ValueError("MODEL.REFSEG.POINTS_PER_BATCH must be >= 1, got {}".format(chunk))
         self.decoder = decoder
         self.chunk = int(chunk)
         self.upscale_chunk = int(upscale_chunk)
@@ -312,11 +317,12 @@ class SharedPromptDecoder:
     def _run_chunks(self, ctx, sparse, pick):
         """Shared loop: ``pick(hs, keys, ious)`` -> (logits, ious, index) per chunk."""
         outs = []
-        for start in range(0, sparse.shape[0], self.chunk):
-            tokens = self._tokens(sparse[start : start + self.chunk])
+        chunk = max(1, min(self.chunk, IMAGE_TOKENS_PER_CHUNK // ctx["x"].shape[1]))
+        for start in range(0, sparse.shape[0], chunk):
+            tokens = self._tokens(sparse[start : start + chunk])
             b = tokens.shape[0]
-            if self.static_shapes and b < self.chunk:
-                tokens = torch.cat([tokens, tokens[-1:].expand(self.chunk - b, -1, -1)])
+            if self.static_shapes and b < chunk:
+                tokens = torch.cat([tokens, tokens[-1:].expand(chunk - b, -1, -1)])
             hs, keys = self.transformer_stage(tokens, ctx["x"], ctx["pe"], ctx["k0"], ctx["v0"], ctx["q0"])
             hs, keys = hs[:b], keys[:b]
             s = 1 if self.decoder.pred_obj_scores else 0

@@ -1,6 +1,7 @@
 """
 The reference-independent part of the method: per target image, SAM 2's kept proposals and
-their pooled DINOv2 features (method-reference 3, steps 6-12 of section 13).
+their pooled DINOv2 features (steps 6-12 of the method: point grid, best-of-3, predicted-IoU
+filter, mask pooling).
 
 Timer stages: "dinov2" (target features), "sam2_image_encoder", "sam2_prompt_decoding" (the
 point grid, best-of-3, predicted-IoU filter), "feature_pooling" (features on the mask grid,
@@ -18,22 +19,26 @@ from .. import ops
 class LogitMasks:
     """Proposal masks held as low-resolution logits, upsampled on demand."""
 
-    def __init__(self, logits, chunk=64):
+    def __init__(self, logits, max_pixels=1 << 28):
         """
         Args:
             logits: (N, h, w) float mask logits.
-            chunk (int): masks upsampled at a time.
+            max_pixels (int): full-size mask pixels upsampled at a time (FULL_MASKS.MAX_PIXELS;
+                at least one mask).
         """
         self.logits = logits
-        self.chunk = chunk
+        self.max_pixels = max_pixels
+
+    def _chunk(self, size):
+        return max(1, self.max_pixels // max(1, size[0] * size[1]))
 
     def full(self, indices, size):
         """(k, H, W) bool: bilinear + antialias upsampling to ``size``, thresholded at 0."""
-        return ops.upsample_mask_logits(self.logits[indices], size, self.chunk)
+        return ops.upsample_mask_logits(self.logits[indices], size, self._chunk(size))
 
     def iter_full(self, indices, size):
         """The masks of ``full`` a chunk at a time: yields (start, (c, H, W) bool)."""
-        return ops.iter_upsampled_masks(self.logits[indices], size, self.chunk)
+        return ops.iter_upsampled_masks(self.logits[indices], size, self._chunk(size))
 
 
 class Proposals:
@@ -71,21 +76,19 @@ class ProposalGenerator:
     modules, not copies).
     """
 
-    def __init__(self, encoder, prompter, timer, batch_encoder=False, upsample_chunk=64):
+    def __init__(self, encoder, prompter, timer, max_pixels=1 << 28):
         """
         Args:
-            encoder (nn.Module): the semantic encoder.
-            prompter (SAM2Prompter): SAM 2; its ``autocast()`` (ACCEL.AMP) covers the SAM 2 and
-                DINOv2 forwards.
+            encoder (nn.Module): the semantic encoder (it applies its own precision settings).
+            prompter (SAM2Prompter): SAM 2; its ``autocast()`` (ACCEL.AMP, ACCEL.TF32) covers
+                the SAM 2 forwards.
             timer (StageTimer): where the stage times go.
-            batch_encoder (bool): encode all images of a batch with DINOv2 at once.
-            upsample_chunk (int): masks upsampled at a time.
+            max_pixels (int): full-size mask pixels upsampled at a time (FULL_MASKS.MAX_PIXELS).
         """
         self.encoder = encoder
         self.prompter = prompter
         self.timer = timer
-        self.batch_encoder = batch_encoder
-        self.upsample_chunk = upsample_chunk
+        self.max_pixels = max_pixels
 
     @property
     def device(self):
@@ -97,18 +100,17 @@ class ProposalGenerator:
             batched_inputs (list[dict]): from ``RefSegTargetMapper``: "image" (3, S, S) uint8
                 RGB, "height", "width" (the output size), optionally "file_name".
         Returns:
-            list[Proposals], one per input.
+            list[Proposals], one per input. DINOv2 encodes the images of the call together
+            (the test loader's ACCEL.IMAGES_PER_BATCH; equal to one at a time up to float
+            rounding).
         """
         if not batched_inputs:
             return []
         images = torch.stack([self._target_image(x) for x in batched_inputs])
-        with self.timer.stage("dinov2", self.device), self.prompter.autocast():
+        with self.timer.stage("dinov2", self.device):
             size = self.encoder.input_size
             enc_in = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
-            if self.batch_encoder:
-                feature_maps = self.encoder(enc_in).float()
-            else:
-                feature_maps = torch.cat([self.encoder(x[None]).float() for x in enc_in])
+            feature_maps = self.encoder(enc_in).float()
         return [self._propose_one(image[None], feature_map)
                 for image, feature_map in zip(images, feature_maps)]
 
@@ -140,4 +142,4 @@ class ProposalGenerator:
             low_res = logits > 0
             features = ops.masked_average_features(low_res.reshape(n, h * w), grid)
             boxes = ops.masks_to_boxes_inclusive(low_res)
-        return Proposals(features, pred_ious, boxes, LogitMasks(logits, self.upsample_chunk))
+        return Proposals(features, pred_ious, boxes, LogitMasks(logits, self.max_pixels))

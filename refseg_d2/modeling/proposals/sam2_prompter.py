@@ -21,8 +21,10 @@ import logging
 import torch
 import torch.nn as nn
 
+from ...config import declare_choices
 from ..encoders import IMAGENET_MEAN, IMAGENET_STD
 from ..ops import point_grid, select_best_multimask
+from ..precision import precision
 from ..weights import load_state_dict_file, load_weights_strict, random_init_rng
 from .prompt_decoding import SharedPromptDecoder
 
@@ -32,7 +34,7 @@ logger = logging.getLogger(__name__)
 # signature) this module calls; install it with ``pip install sam2==1.1.0``.
 SAM2_VERSION = "1.1.0"
 
-DECODERS = ("official", "shared")
+DECODERS = declare_choices("SAM2.DECODER", ("shared", "official"))
 
 
 def check_sam2_version(version=None):
@@ -108,17 +110,19 @@ class SAM2Prompter(nn.Module):
     """Point-grid and box prompting of a frozen SAM 2 model."""
 
     def __init__(self, sam_model, points_per_side, points_per_batch, pred_iou_thresh,
-                 decoder="official", decoder_chunk=32, amp_dtype=None):
+                 decoder="official", amp_dtype=None, tf32=False):
         """
         Args:
             sam_model (SAM2Base): see :func:`build_sam2_model`.
             points_per_side (int): the prompt grid is points_per_side ** 2 points.
-            points_per_batch (int): prompts decoded together by the official decoder.
+            points_per_batch (int): prompts decoded together (the shared decoder holds the
+                per-prompt image tokens of fewer at once on large inputs, see
+                ``prompt_decoding``).
             pred_iou_thresh (float): keep proposals whose predicted IoU is strictly above.
             decoder (str): "official" or "shared" (see the module docstring).
-            decoder_chunk (int): prompts decoded together by the shared decoder.
             amp_dtype (torch.dtype or None): autocast dtype of :meth:`autocast` (the SAM 2
-                and encoder forwards of targets and references).
+                forwards of targets and references; ACCEL.AMP).
+            tf32 (bool): allow TF32 in CUDA matmuls inside :meth:`autocast` (ACCEL.TF32).
         """
         super().__init__()
         if decoder not in DECODERS:
@@ -126,7 +130,8 @@ class SAM2Prompter(nn.Module):
                 DECODERS, decoder))
         self.decoder = decoder
         self.amp_dtype = amp_dtype
-        self.shared = SharedPromptDecoder(sam_model.sam_mask_decoder, decoder_chunk)
+        self.tf32 = tf32
+        self.shared = SharedPromptDecoder(sam_model.sam_mask_decoder, points_per_batch)
         _run_iou_head_in_fp32(sam_model.sam_mask_decoder)
         self.sam = sam_model
         self.input_size = int(sam_model.image_size)
@@ -137,26 +142,9 @@ class SAM2Prompter(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
         self.register_buffer("grid", point_grid(points_per_side, self.input_size), False)
 
-    def signature(self, config_name):
-        """What the proposals depend on besides the image (for caches)."""
-        with torch.no_grad():
-            weights = self.sam.image_encoder.trunk.patch_embed.proj.weight
-            head = self.sam.sam_mask_decoder.iou_prediction_head.layers[-1].weight
-            fingerprint = float(weights.double().abs().sum() + head.double().abs().sum())
-        return {
-            "config": config_name,
-            "input_size": self.input_size,
-            "points_per_side": self.points_per_side,
-            "points_per_batch": self.points_per_batch,
-            "pred_iou_thresh": self.pred_iou_thresh,
-            "decoder": self.decoder,
-            "weights_fingerprint": fingerprint,
-        }
-
     def autocast(self):
-        """The autocast context of the ACCEL.AMP setting (a no-op in fp32)."""
-        return torch.autocast(self.pixel_mean.device.type, dtype=self.amp_dtype,
-                              enabled=self.amp_dtype is not None)
+        """The precision context of the SAM 2 forwards (ACCEL.AMP, ACCEL.TF32; a no-op in fp32)."""
+        return precision(self.pixel_mean.device.type, self.amp_dtype, self.tf32)
 
     def _shared_context(self, embedding, high_res):
         pe = self.sam.sam_prompt_encoder.get_dense_pe()
