@@ -205,3 +205,17 @@ def test_reference_crops_in_bounded_batches_give_identical_features_and_copies_a
     for per_batch in (1, 2):
         assert torch.equal(memories[per_batch].instance_features, memories[0].instance_features)
     assert int(memories[0].counts.sum()) == annotations
+
+
+def test_each_model_owns_its_precision_and_building_leaves_tf32_flags_alone(
+        random_weights, tmp_path):
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    cfg = tiny_cfg(random_weights, tmp_path, ["MODEL.REFSEG.ACCEL.TF32", True,
+                                              "MODEL.REFSEG.ACCEL.AMP", "bf16"])
+    model = RefSegTrainer.build_model(cfg)
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags
+    assert model.encoder.amp_dtype is torch.bfloat16 and model.encoder.tf32
+    assert model.prompter.amp_dtype is torch.bfloat16 and model.prompter.tf32
+    with torch.no_grad():
+        features = model.encoder(torch.rand(1, 3, 112, 112))
+    assert features.dtype == torch.bfloat16 and features.shape == (1, 384, 8, 8)

@@ -1,7 +1,8 @@
 """
 The shared prompt decoder against SAM 2's own MaskDecoder.forward (random Hiera-T weights made
 prompt-sensitive, random image features): same kept prompts, same multimask choices, logits and
-predicted IoUs within 1e-4, at several grids and chunk sizes, padded (compile) shapes included.
+predicted IoUs within 1e-4, at several grids and chunk sizes (POINTS_PER_BATCH, capped by the
+decoder's token budget), padded (compile) shapes included.
 """
 import pytest
 import torch
@@ -88,3 +89,20 @@ def test_iou_head_runs_in_fp32_under_autocast(sam_and_features):
 def test_unknown_decoder_is_refused_naming_the_key(sam_and_features):
     with pytest.raises(ValueError, match="MODEL.REFSEG.SAM2.DECODER"):
         SAM2Prompter(sam_and_features[0], 2, 4, 0.0, "fast")
+
+
+def test_shared_decoder_holds_at_most_its_token_budget_of_prompts(sam_and_features, monkeypatch):
+    from refseg_d2.modeling.proposals import prompt_decoding
+
+    sam, embedding, high_res = sam_and_features
+    with torch.no_grad():
+        prompter = SAM2Prompter(sam, 4, 16, 0.0, "shared")
+        whole = prompter.decode_point_grid(embedding, high_res)
+        sizes = []
+        stage = prompter.shared.transformer_stage
+        prompter.shared.transformer_stage = lambda tokens, *a: (sizes.append(len(tokens)),
+                                                                 stage(tokens, *a))[1]
+        monkeypatch.setattr(prompt_decoding, "IMAGE_TOKENS_PER_CHUNK", 5 * embedding[0, 0].numel())
+        capped = prompter.decode_point_grid(embedding, high_res)
+    assert sizes == [5, 5, 5, 1]
+    assert all((a - b).abs().max() <= TOL for a, b in zip(whole, capped))
