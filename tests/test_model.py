@@ -216,6 +216,10 @@ def test_each_model_owns_its_precision_and_building_leaves_tf32_flags_alone(
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags
     assert model.encoder.amp_dtype is torch.bfloat16 and model.encoder.tf32
     assert model.prompter.amp_dtype is torch.bfloat16 and model.prompter.tf32
+    dtypes = []
+    qkv = model.encoder.backbone.blocks[0].attn.qkv
+    handle = qkv.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
     with torch.no_grad():
         features = model.encoder(torch.rand(1, 3, 112, 112))
-    assert features.dtype == torch.bfloat16 and features.shape == (1, 384, 8, 8)
+    handle.remove()
+    assert dtypes == [torch.bfloat16] and features.shape == (1, 384, 8, 8)   # autocast inside
