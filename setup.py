@@ -28,7 +28,7 @@ setup(
         "iopath>=0.1.10,<0.1.11",
         "hydra-core>=1.3.2",
         "pycocotools>=2.0.7",
-        # MODEL.REFSEG.EVAL.COCO_IMPL faster_coco_eval (opt-in COCOeval drop-in).
+        # MODEL.REFSEG.EVAL.COCO_IMPL faster_coco_eval (the default COCOeval).
         "faster-coco-eval>=1.8.0",
         "opencv-python-headless",
         # Sweep figures (results.png / .svg) and the run report; Detectron2's Visualizer too.

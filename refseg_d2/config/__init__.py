@@ -1,11 +1,11 @@
-"""Configuration keys of refseg_d2. Defaults reproduce the paper ("No Time to Train!")."""
-import logging
-
+"""
+Configuration keys of refseg_d2. Defaults are the paper's settings ("No Time to Train!"); the
+default prompt decoder and COCOeval are the fastest exact ones (the reference's numbers up to
+float rounding). Configs of earlier releases load through ``compat``.
+"""
 from detectron2.config import CfgNode as CN
 
 from .compat import is_old_key, translate_old_keys
-
-logger = logging.getLogger(__name__)
 
 # Allowed values of the MODEL.REFSEG keys that name a choice: key -> tuple of values. Each set is
 # defined next to the code that uses it, which declares it here with :func:`declare_choices`.
@@ -26,7 +26,7 @@ class RefSegCfgNode(CN):
     """
     Detectron2's CfgNode that also loads configs written for earlier releases: a removed
     ``MODEL.REFSEG`` key is translated to its replacement (or dropped) with a warning naming
-    the replacement (see ``config_compat``), in files and in command-line overrides.
+    the replacement (see ``refseg_d2.config.compat``), in files and in command-line overrides.
     """
 
     def merge_from_other_cfg(self, cfg_other):
