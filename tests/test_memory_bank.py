@@ -77,3 +77,16 @@ def test_a_saved_bank_loads_alone_and_refuses_another_encoder(tmp_path):
     other = MemoryBank(2, dict(SIGNATURE, name="other"))
     with pytest.raises(ValueError, match="built with encoder"):
         load_memory(path, like=other)
+
+
+@pytest.mark.parametrize("damage", ["empty", "half", "json"])
+def test_a_truncated_or_foreign_memory_file_is_named_with_its_size(tmp_path, damage):
+    path = save_memory(_bank([1], ["a"], [[[1.0, 2.0]]]), str(tmp_path / "bank.pth"))
+    data = open(path, "rb").read()
+    content = {"empty": b"", "half": data[: len(data) // 2], "json": b'{"memory": []}'}[damage]
+    with open(path, "wb") as f:
+        f.write(content)
+    expected = r"Cannot read memory file {} \({} bytes\): it is truncated or not a memory file \(".format(
+        path.replace(".", r"\."), len(content))
+    with pytest.raises(ValueError, match=expected):
+        load_memory(path)
