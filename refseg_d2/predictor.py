@@ -125,10 +125,13 @@ class RefSegPredictor:
         Args:
             image: (H, W, 3) uint8 array (cfg.INPUT.FORMAT), a PIL image or an image file name.
             classes (list[str]): the class name of each instance (R,).
-            masks: (R, H, W) bool masks, or None.
+            masks: (R, H, W) masks (bool, or label/grey levels read by
+                :func:`~refseg_d2.utils.masks.binary_mask`), or None. Messages name each
+                reference as given, e.g. "masks[2] (class 'dog')".
             boxes: (R, 4) XYXY boxes in pixels, or None. With masks, they set the crop boxes
                 (default: the masks' extents); alone, each box is a box-only reference whose
-                mask SAM 2 makes (MODEL.REFSEG.MEMORY.BOX_MASK_SOURCE).
+                mask SAM 2 makes (MODEL.REFSEG.MEMORY.BOX_MASK_SOURCE); one outside the image
+                is skipped with a warning.
         Returns:
             dict: the statistics of ``build_memory``.
         """

@@ -175,16 +175,23 @@ def test_array_references_are_named_as_given_and_boxes_outside_the_image_are_ski
     mask = np.zeros((40, 50), dtype=np.uint8)
     mask[5:35, 5:45] = 255
     encode, seen = predictor.model.encode_references, []
-    monkeypatch.setattr(predictor.model, "encode_references",
-                        lambda inputs: seen.extend(encode(inputs)) or seen)
+
+    def encode_and_keep(inputs):
+        records = encode(inputs)
+        seen.extend(records)
+        return records
+
+    monkeypatch.setattr(predictor.model, "encode_references", encode_and_keep)
     predictor.add_references(image, ["cat", "dog", "dog"], masks=[mask, mask, mask])
     assert [r.name for r in seen] == [
         "masks[0] (class 'cat')", "masks[1] (class 'dog')", "masks[2] (class 'dog')"]
+    seen.clear()
     assert predictor.memory.counts.tolist() == [1, 2]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="refseg_d2"):
-        predictor.add_references(image, ["cat", "dog"], boxes=[[5, 5, 40, 30], [60, 5, 80, 30]])
-    assert "boxes[1] (class 'dog')" in caplog.text and "lies outside the 50x40 image" in caplog.text
+        predictor.add_references(image, ["cat", "cat"], boxes=[[5, 5, 40, 30], [60, 5, 80, 30]])
+    assert "boxes[1] (class 'cat')" in caplog.text and "lies outside the 50x40 image" in caplog.text
+    assert [r.name for r in seen] == ["boxes[0] (class 'cat')"]
     assert predictor.memory.counts.tolist() == [2, 2]
 
 

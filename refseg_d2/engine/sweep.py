@@ -7,7 +7,7 @@ are involved (SAM 2's proposals and their DINOv2 features, ``RefSeg.compute_prop
 same for all of them. :func:`run_sweep` fills the memory of every unfinished run first
 (:func:`build_memories`: a reference image is encoded once for all the runs that hold it), then
 reads each test dataset once: per batch, the proposals are computed once and matched against the
-memory of every run (``RefSeg.match``), whose own evaluators process the outputs. A run's
+memory of every run (``RefSeg.match_batch``), whose own evaluators process the outputs. A run's
 predictions and metrics are those of ``tools/train_net.py --eval-only`` with its references
 (tested bit for bit), and it writes what train_net writes in its OUTPUT_DIR: the memory file,
 ``inference/<test dataset>/`` (e.g. coco_instances_results.json) and ``metrics.json``.

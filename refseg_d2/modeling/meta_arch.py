@@ -207,9 +207,9 @@ class RefSeg(nn.Module):
         Returns:
             list[dict]: as :meth:`forward` returns them.
         """
-        prototypes = (self.memory if memory is None else memory).prototypes().to(self.device)
+        memory = self.memory if memory is None else memory
         return [
-            {"instances": self.matcher(p, prototypes, *self.output_size(inputs))}
+            {"instances": self.match(p, memory, *self.output_size(inputs))}
             for inputs, p in zip(batched_inputs, proposals)
         ]
 
