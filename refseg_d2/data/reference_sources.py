@@ -22,8 +22,8 @@ Three sources:
 
 Category ids of the ``boxes`` and ``folder`` sources are 1..C in class order.
 
-The module also records each memory slot's *provenance* (image, annotation, crop window, mask)
-so that reports can show the reference crops without re-reading the reference dataset.
+:func:`reference_provenance` gives, for a memory saved without it, where each slot comes from
+(as a memory records it, by the reference mapper's rule), so that reports can show the crops.
 """
 import logging
 import os
