@@ -27,9 +27,10 @@ from PIL import Image
 
 from .data.mappers import RefSegReferenceMapper, RefSegTargetMapper
 from .data.reference_sources import mask_annotation
-from .engine.memory_filling import build_memory, provenance_of, record_statistics
-from .modeling.memory import load_memory, save_memory
+from .engine.memory_filling import build_memory
+from .modeling.memory import MemoryBank, load_memory, record_statistics, save_memory
 from .utils.images import image_size
+from .utils.masks import binary_mask
 
 logger = logging.getLogger(__name__)
 
@@ -124,10 +125,13 @@ class RefSegPredictor:
         Args:
             image: (H, W, 3) uint8 array (cfg.INPUT.FORMAT), a PIL image or an image file name.
             classes (list[str]): the class name of each instance (R,).
-            masks: (R, H, W) bool masks, or None.
+            masks: (R, H, W) masks (bool, or label/grey levels read by
+                :func:`~refseg_d2.utils.masks.binary_mask`), or None. Messages name each
+                reference as given, e.g. "masks[2] (class 'dog')".
             boxes: (R, 4) XYXY boxes in pixels, or None. With masks, they set the crop boxes
                 (default: the masks' extents); alone, each box is a box-only reference whose
-                mask SAM 2 makes (MODEL.REFSEG.MEMORY.BOX_MASK_SOURCE).
+                mask SAM 2 makes (MODEL.REFSEG.MEMORY.BOX_MASK_SOURCE); one outside the image
+                is skipped with a warning.
         Returns:
             dict: the statistics of ``build_memory``.
         """
@@ -149,8 +153,8 @@ class RefSegPredictor:
             "annotations": self._annotations(classes, names, masks, boxes, size, file_name),
         }
         records = self.model.encode_references([self.reference_mapper(d, image=pil)])
-        added = self.model.new_memory().set_records(
-            records, list(range(1, len(names) + 1)), names, provenance_of(records, [d])
+        added = MemoryBank.from_records(
+            records, list(range(1, len(names) + 1)), names, self.memory, with_provenance=True
         )
         self.memory.extend(added)
         logger.info("Memory now: %s", self.memory.extra_repr())
@@ -171,9 +175,12 @@ class RefSegPredictor:
         annotations = []
         for r in range(count):
             label = names.index(classes[r])
+            given = "masks" if masks is not None else "boxes"
+            name = "{}[{}] (class {!r}){}".format(
+                given, r, classes[r], " of {}".format(source) if source else "")
             if masks is not None:
-                mask = masks[r].cpu() if torch.is_tensor(masks[r]) else masks[r]
-                mask = np.asarray(mask).astype(bool)
+                mask = masks[r].cpu().numpy() if torch.is_tensor(masks[r]) else masks[r]
+                mask = binary_mask(mask, name)
                 if mask.shape != (height, width):
                     raise ValueError(
                         "Mask {} of {} is {} but the image is {}x{} (H x W)".format(
@@ -190,6 +197,7 @@ class RefSegPredictor:
                 if len(box) != 4 or not all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
                     raise ValueError("Box {} of {} is not a XYXY box: {}".format(r, what, box))
                 ann["bbox"], ann["bbox_mode"] = box, BoxMode.XYXY_ABS
+            ann["refseg_name"] = name
             annotations.append(ann)
         return annotations
 

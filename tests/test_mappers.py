@@ -72,3 +72,33 @@ def test_reference_mapper_masks_boxes_crops_and_box_only_annotations(tmp_path):
     assert inst.crop_windows[0].tolist() == list(context_crop_window([10, 5, 20, 10], 60, 40, 0.2))
     assert out["sam_image"].shape == (3, 32, 32)
     assert out["image"].shape == (3, 40, 60)
+
+
+def test_reference_mapper_records_the_provenance_of_each_reference(tmp_path):
+    path = str(tmp_path / "ref.png")
+    Image.fromarray(np.zeros((40, 60, 3), dtype=np.uint8)).save(path)
+    anns = [{"bbox": [10, 5, 20, 10], "bbox_mode": 1, "category_id": 0, "iscrowd": 0,
+             "segmentation": [[10, 5, 30, 5, 30, 15, 10, 15]]},
+            {"bbox": [40, 20, 10, 10], "bbox_mode": 1, "category_id": 1, "iscrowd": 0}]
+    out = RefSegReferenceMapper(context_ratio=0.2, sam_input_size=32)(
+        {"file_name": path, "height": 40, "width": 60, "annotations": anns})
+    first, second = out["instances"].sources
+    assert first["box"] == [10.0, 5.0, 30.0, 15.0] and second["box"] == [40.0, 20.0, 50.0, 30.0]
+    assert first["segmentation"]["size"] == [40, 60] and second["segmentation"] is None
+    assert first["name"] is None
+
+
+@pytest.mark.parametrize("box", [[70, 5, 10, 10], [-30, 5, 20, 10], [10, 40, 10, 5]])
+def test_a_box_only_reference_outside_its_image_is_skipped_naming_it(tmp_path, caplog, box):
+    import logging
+
+    path = str(tmp_path / "ref.png")
+    Image.fromarray(np.zeros((40, 60, 3), dtype=np.uint8)).save(path)
+    anns = [{"bbox": [10, 5, 20, 10], "bbox_mode": 1, "category_id": 0, "iscrowd": 0},
+            {"bbox": box, "bbox_mode": 1, "category_id": 1, "iscrowd": 0, "id": 77}]
+    mapper = RefSegReferenceMapper(context_ratio=0.2, sam_input_size=32)
+    with caplog.at_level(logging.WARNING, logger="refseg_d2"):
+        out = mapper({"file_name": path, "annotations": anns})
+    assert out["instances"].ann_index.tolist() == [0]
+    assert "Skipping reference annotation 1 (id 77) of {}".format(path) in caplog.text
+    assert "lies outside the 60x40 image" in caplog.text

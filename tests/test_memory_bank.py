@@ -23,21 +23,35 @@ def _bank(ids, names, per_class, provenance=None):
 def test_records_fill_classes_in_record_order_and_skip_references_without_patches():
     records = [_record(1, [1.0, 0.0]), _record(0, [0.0, 2.0], index=1),
                _record(1, [3.0, 0.0], valid=False, index=2), _record(1, [0.0, 4.0], index=3)]
-    provenance = [{"file_name": r.file_name} for r in records]
-    bank = MemoryBank(2, SIGNATURE).set_records(records, [5, 9], ["a", "b"], provenance)
+    bank = MemoryBank.from_records(records, [5, 9], ["a", "b"], MemoryBank(2, SIGNATURE),
+                                   with_provenance=True)
     assert bank.counts.tolist() == [1, 2]
     assert bank.instance_features[1, :2].tolist() == [[1.0, 0.0], [0.0, 4.0]]
-    assert bank.provenance == [[{"file_name": "img1.png"}],
-                               [{"file_name": "img0.png"}, {"file_name": "img3.png"}]]
+    assert [[p["file_name"] for p in c] for c in bank.provenance] == [
+        ["img1.png"], ["img0.png", "img3.png"]]
     # prototype of "b": normalise(mean((1, 0), (0, 4))) = (0.5, 2) / sqrt(4.25)
     expected = torch.tensor([0.5, 2.0]) / 4.25 ** 0.5
     assert torch.allclose(bank.prototypes()[1], expected)
 
 
+def test_a_reference_covering_no_patch_is_skipped_with_a_warning_naming_it(caplog):
+    import logging
+
+    named = _record(1, [3.0, 0.0], valid=False, index=1)
+    named.name = "masks[1] (class 'b')"
+    records = [_record(0, [1.0, 0.0]), named, _record(1, [0.0, 1.0], index=2, ann=3),
+               _record(1, [0.0, 1.0], valid=False, index=4, ann=2)]
+    with caplog.at_level(logging.WARNING, logger="refseg_d2"):
+        MemoryBank.from_records(records, [1, 2], ["a", "b"], MemoryBank(2, SIGNATURE))
+    assert "Reference masks[1] (class 'b') covers no encoder patch sample" in caplog.text
+    assert "Reference annotation 2 of img4.png (class b) covers no" in caplog.text
+    assert "None" not in caplog.text
+
+
 def test_a_class_left_without_usable_references_is_an_error_naming_it():
     with pytest.raises(ValueError, match=r"\['a'\]"):
-        MemoryBank(2, SIGNATURE).set_records([_record(0, [1.0, 0.0], valid=False),
-                                              _record(1, [1.0, 0.0])], [1, 2], ["a", "b"])
+        MemoryBank.from_records([_record(0, [1.0, 0.0], valid=False), _record(1, [1.0, 0.0])],
+                                [1, 2], ["a", "b"], MemoryBank(2, SIGNATURE))
 
 
 def test_extend_appends_shots_by_name_and_gives_new_classes_ids_after_the_largest():
@@ -77,3 +91,16 @@ def test_a_saved_bank_loads_alone_and_refuses_another_encoder(tmp_path):
     other = MemoryBank(2, dict(SIGNATURE, name="other"))
     with pytest.raises(ValueError, match="built with encoder"):
         load_memory(path, like=other)
+
+
+@pytest.mark.parametrize("damage", ["empty", "half", "json"])
+def test_a_truncated_or_foreign_memory_file_is_named_with_its_size(tmp_path, damage):
+    path = save_memory(_bank([1], ["a"], [[[1.0, 2.0]]]), str(tmp_path / "bank.pth"))
+    data = open(path, "rb").read()
+    content = {"empty": b"", "half": data[: len(data) // 2], "json": b'{"memory": []}'}[damage]
+    with open(path, "wb") as f:
+        f.write(content)
+    expected = r"Cannot read memory file {} \({} bytes\): it is truncated or not a memory file \(".format(
+        path.replace(".", r"\."), len(content))
+    with pytest.raises(ValueError, match=expected):
+        load_memory(path)

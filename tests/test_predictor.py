@@ -165,3 +165,46 @@ def test_an_image_array_and_its_file_give_the_same_instances(
     d = DatasetCatalog.get(register("pred_array_targets", synthetic["targets"]))[0]
     array = np.asarray(read_rgb(d["file_name"]))
     assert_same_instances(predictor(array)["instances"], predictor(d["file_name"])["instances"])
+
+def test_array_references_are_named_as_given_and_boxes_outside_the_image_are_skipped(
+        cfg, caplog, monkeypatch):
+    import logging
+
+    predictor = RefSegPredictor(cfg)
+    image = np.zeros((40, 50, 3), dtype=np.uint8)
+    mask = np.zeros((40, 50), dtype=np.uint8)
+    mask[5:35, 5:45] = 255
+    encode, seen = predictor.model.encode_references, []
+
+    def encode_and_keep(inputs):
+        records = encode(inputs)
+        seen.extend(records)
+        return records
+
+    monkeypatch.setattr(predictor.model, "encode_references", encode_and_keep)
+    predictor.add_references(image, ["cat", "dog", "dog"], masks=[mask, mask, mask])
+    assert [r.name for r in seen] == [
+        "masks[0] (class 'cat')", "masks[1] (class 'dog')", "masks[2] (class 'dog')"]
+    seen.clear()
+    assert predictor.memory.counts.tolist() == [1, 2]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="refseg_d2"):
+        predictor.add_references(image, ["cat", "cat"], boxes=[[5, 5, 40, 30], [60, 5, 80, 30]])
+    assert "boxes[1] (class 'cat')" in caplog.text and "lies outside the 50x40 image" in caplog.text
+    assert [r.name for r in seen] == ["boxes[0] (class 'cat')"]
+    assert predictor.memory.counts.tolist() == [2, 2]
+
+
+def test_mask_arrays_with_grey_levels_are_binarised_with_a_warning_naming_them(cfg, caplog):
+    import logging
+
+    predictor = RefSegPredictor(cfg)
+    image = np.zeros((40, 50, 3), dtype=np.uint8)
+    soft = np.zeros((40, 50), dtype=np.uint8)
+    soft[5:35, 5:45], soft[4, 5:45] = 255, 100
+    with caplog.at_level(logging.WARNING, logger="refseg_d2"):
+        predictor.add_references(image, ["cat"], masks=[soft])
+    assert "Mask masks[0] (class 'cat') is not binary" in caplog.text
+    sharp = RefSegPredictor(cfg)
+    sharp.add_references(image, ["cat"], masks=[soft >= 128])
+    assert torch.equal(predictor.memory.instance_features, sharp.memory.instance_features)

@@ -253,3 +253,30 @@ def test_two_processes_give_the_sweep_of_one(swept, random_weights, sets, tmp_pa
         _assert_same(_outputs(tmp_path / run), _outputs(out / run), run)
     log = _read(os.path.join(str(tmp_path), "log.txt"))
     assert "x one run" in log and "matching" in log
+
+
+def test_a_sweep_loads_and_checks_each_test_dataset_once_and_counts_each_image_once(
+        random_weights, sets, tmp_path, monkeypatch):
+    from common import register
+
+    from refseg_d2.engine import sweep as engine_sweep
+    from refseg_d2.engine import trainer
+
+    targets = register("swp_once_targets", sets["swp_targets"])
+    refs = register("swp_once_refs", sets["swp_1shot_seed0"])
+    loads, checks = [], []
+    load = DatasetCatalog[targets]
+    DatasetCatalog.remove(targets)
+    DatasetCatalog.register(targets, lambda: loads.append(1) or load())
+    real_check = trainer.check_image_files
+    monkeypatch.setattr(trainer, "check_image_files",
+                        lambda dicts, what: checks.append(what) or real_check(dicts, what))
+    cfg = tiny_cfg(random_weights, str(tmp_path), ["DATASETS.TEST", (targets,),
+                                                   "MODEL.REFSEG.MEMORY.SAVE", False])
+    model = _model(random_weights)
+    runs = [engine_sweep.SweepRun(name, (refs,), str(tmp_path / name)) for name in ("a", "b")]
+    _, timings = engine_sweep.run_sweep(cfg, model, runs, runs_per_pass=1)
+    assert timings["passes"] == 2
+    assert len(loads) == 1 and len(checks) == 1
+    images = len(load())
+    assert timings["images"] == 2 * images and model.timer.num_images == 2 * images

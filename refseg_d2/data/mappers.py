@@ -15,7 +15,7 @@ from detectron2.structures import BoxMode, Boxes, Instances
 from PIL import Image
 
 from ..utils.images import read_rgb
-from ..utils.masks import decode_segmentation
+from ..utils.masks import decode_segmentation, has_segmentation, segmentation_rle
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +119,51 @@ class RefSegReferenceMapper:
             "apply_exif": cfg.MODEL.REFSEG.INPUT.APPLY_EXIF,
         }
 
+    def reference_annotations(self, dataset_dict, width, height):
+        """
+        The annotations of a reference image that become references, with the rule every
+        memory follows: non-crowd, a box-only annotation's box inside the image, a crop window
+        that is not empty (the others are skipped with a warning naming them).
+
+        Args:
+            dataset_dict (dict): with "file_name" and "annotations"; width, height: image size.
+        Returns:
+            list of (annotation index, annotation, [x0, y0, x1, y1] box, crop window).
+        """
+        file_name, kept = dataset_dict.get("file_name"), []
+        for i, ann in enumerate(dataset_dict.get("annotations", [])):
+            if ann.get("iscrowd", 0):
+                continue
+            bbox = bbox_xywh(ann)
+            x, y, w, h = bbox
+            box = [x, y, x + w, y + h]
+            what = ann.get("refseg_name") or "reference annotation {}{} of {}".format(
+                i, " (id {})".format(ann["id"]) if "id" in ann else "", file_name)
+            box_only = not has_segmentation(ann.get("segmentation"))
+            if box_only and (x >= width or y >= height or box[2] <= 0 or box[3] <= 0):
+                logger.warning("Skipping %s: its box %s (XYXY) lies outside the %dx%d image",
+                               what, box, width, height)
+                continue
+            window = context_crop_window(bbox, width, height, self.context_ratio)
+            if window[2] <= window[0] or window[3] <= window[1]:
+                logger.warning("Skipping %s: its box %s gives an empty crop", what, bbox)
+                continue
+            kept.append((i, ann, box, window))
+        return kept
+
     def __call__(self, dataset_dict, image=None):
         """
         Args:
             dataset_dict (dict): "file_name" (read unless ``image`` is given, named in
                 messages), optionally "height", "width", and "annotations" (COCO-style, with
-                "bbox", "bbox_mode", "category_id" and optionally "segmentation").
+                "bbox", "bbox_mode", "category_id" and optionally "segmentation", "id" and
+                "refseg_name", how the user named the reference, used in messages).
             image (PIL.Image or None): the image itself (converted to RGB).
+        Returns:
+            dict: the dataset dict without "annotations", with "image" (3, H, W) uint8,
+            "instances" (gt_classes, gt_masks, has_mask, gt_boxes, crop_windows, ann_index and
+            ``sources``: per reference its "box" (XYXY list), "segmentation" (COCO RLE or None)
+            and "name", what its record keeps) and "sam_image" when an annotation is box-only.
         """
         d = dataset_dict
         file_name = d.get("file_name")
@@ -138,32 +176,25 @@ class RefSegReferenceMapper:
             )
             image = image.resize((width, height), Image.BICUBIC)
 
-        classes, masks, has_mask, boxes, windows, ann_index = [], [], [], [], [], []
-        for i, ann in enumerate(d.get("annotations", [])):
-            if ann.get("iscrowd", 0):
-                continue
-            bbox = bbox_xywh(ann)
-            window = context_crop_window(bbox, width, height, self.context_ratio)
-            if window[2] <= window[0] or window[3] <= window[1]:
-                logger.warning(
-                    "Skipping reference annotation %d of %s: its box %s gives an empty crop",
-                    i, file_name, bbox,
-                )
-                continue
+        classes, masks, has_mask, boxes, windows, ann_index, sources = [], [], [], [], [], [], []
+        for i, ann, box, window in self.reference_annotations(d, width, height):
             try:
                 mask = decode_segmentation(ann.get("segmentation"), height, width)
             except Exception as e:
                 raise ValueError(
                     "Bad segmentation in annotation {} of {}: {}".format(i, file_name, e)
                 ) from e
-            x, y, w, h = bbox
             has_mask.append(mask is not None)
+            sources.append({
+                "box": box, "name": ann.get("refseg_name"),
+                "segmentation": segmentation_rle(ann.get("segmentation"), mask),
+            })
             if mask is None:
                 mask = np.zeros((height, width), dtype=bool)
-                mask[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = True
+                mask[int(box[1]) : int(np.ceil(box[3])), int(box[0]) : int(np.ceil(box[2]))] = True
             classes.append(ann["category_id"])
             masks.append(mask)
-            boxes.append([x, y, x + w, y + h])
+            boxes.append(box)
             windows.append(window)
             ann_index.append(i)
 
@@ -176,6 +207,7 @@ class RefSegReferenceMapper:
         inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
         inst.crop_windows = torch.tensor(windows, dtype=torch.int64).reshape(-1, 4)
         inst.ann_index = torch.tensor(ann_index, dtype=torch.int64)
+        inst.sources = sources
 
         out = {k: v for k, v in d.items() if k != "annotations"}
         out["image"] = pil_to_tensor(image)

@@ -22,8 +22,8 @@ Three sources:
 
 Category ids of the ``boxes`` and ``folder`` sources are 1..C in class order.
 
-The module also records each memory slot's *provenance* (image, annotation, crop window, mask)
-so that reports can show the reference crops without re-reading the reference dataset.
+:func:`reference_provenance` gives, for a memory saved without it, where each slot comes from
+(as a memory records it, by the reference mapper's rule), so that reports can show the crops.
 """
 import logging
 import os
@@ -33,10 +33,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
+from ..modeling.memory.records import ReferenceRecord
 from ..utils.files import read_json
 from ..utils.images import image_size, is_image_file, read_mask
-from ..utils.masks import decode_segmentation, encode_mask
-from .mappers import bbox_xywh, context_crop_window
+from ..utils.masks import decode_segmentation, encode_mask, segmentation_rle
+from .mappers import RefSegReferenceMapper
 
 logger = logging.getLogger(__name__)
 
@@ -245,40 +246,20 @@ def register_from_args(args, name):
     return None
 
 
-def shot_provenance(dataset_dict, ann_index, crop_window, height, width):
-    """
-    Where one memory slot comes from.
-
-    Args:
-        dataset_dict (dict): the reference's dataset dict; ann_index: its annotation's index.
-        crop_window: (x0, y0, x1, y1), the crop that was encoded; height, width: image size.
-    Returns:
-        dict: "file_name", "annotation", "box" (XYXY), "crop_window" and "segmentation" (COCO
-        RLE at the image size with str counts; None for a box-only reference).
-    """
-    ann = dataset_dict["annotations"][ann_index]
-    x, y, w, h = bbox_xywh(ann)
-    mask = decode_segmentation(ann.get("segmentation"), height, width)
-    return {
-        "file_name": dataset_dict["file_name"],
-        "annotation": int(ann_index),
-        "box": [x, y, x + w, y + h],
-        "crop_window": [int(v) for v in crop_window],
-        "segmentation": None if mask is None else encode_mask(mask),
-    }
-
-
 def reference_provenance(dicts, num_classes, context_ratio, apply_exif=False):
     """
-    Where each memory slot comes from, in the order ``fill_memory`` writes the memory (dataset
-    order, non-crowd annotations whose crop window is not empty, as ``RefSegReferenceMapper``).
+    Where each memory slot comes from, in the order a memory of ``dicts`` holds its slots
+    (dataset order; the annotations :meth:`RefSegReferenceMapper.reference_annotations` keeps),
+    as :meth:`ReferenceRecord.provenance` records it.
 
     Args:
         dicts (list[dict]): the reference dataset dicts (contiguous category ids).
         num_classes (int): C.
     Returns:
-        list (C) of lists of :func:`shot_provenance` dicts.
+        list (C) of lists of provenance dicts.
     """
+    mapper = RefSegReferenceMapper(context_ratio=context_ratio, sam_input_size=0,
+                                   apply_exif=apply_exif)
     per_class = [[] for _ in range(num_classes)]
     for d in dicts:
         if not any(not a.get("iscrowd", 0) for a in d.get("annotations", [])):
@@ -287,11 +268,13 @@ def reference_provenance(dicts, num_classes, context_ratio, apply_exif=False):
             width, height = int(d["width"]), int(d["height"])
         else:
             width, height = image_size(d["file_name"], apply_exif)
-        for i, ann in enumerate(d["annotations"]):
-            if ann.get("iscrowd", 0):
-                continue
-            window = context_crop_window(bbox_xywh(ann), width, height, context_ratio)
-            if window[2] <= window[0] or window[3] <= window[1]:
-                continue
-            per_class[ann["category_id"]].append(shot_provenance(d, i, window, height, width))
+        for i, ann, box, window in mapper.reference_annotations(d, width, height):
+            segm = ann.get("segmentation")
+            record = ReferenceRecord(
+                file_name=d["file_name"], dataset_index=0, annotation_index=i,
+                label=ann["category_id"], feature=None, valid=True, mask_from_sam2=False,
+                crop_window=window, image_size=(height, width), box=box,
+                segmentation=segmentation_rle(segm, decode_segmentation(segm, height, width)),
+            )
+            per_class[record.label].append(record.provenance())
     return per_class

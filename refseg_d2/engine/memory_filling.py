@@ -17,9 +17,8 @@ from tqdm import tqdm
 
 from ..data.datasets import resolve_datasets
 from ..data.mappers import RefSegReferenceMapper
-from ..data.reference_sources import shot_provenance
 from ..data.validation import validate_references
-from ..modeling.memory import RefSegCheckpointer
+from ..modeling.memory import MemoryBank, RefSegCheckpointer, record_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -107,26 +106,6 @@ def prepare_references(cfg, names):
     return dicts, class_ids, class_names, shots
 
 
-def provenance_of(records, dicts):
-    """The provenance record of each encoded reference (see ``shot_provenance``)."""
-    return [
-        shot_provenance(dicts[r.dataset_index], r.annotation_index, r.crop_window, *r.image_size)
-        for r in records
-    ]
-
-
-def record_statistics(records, memory, num_images, seconds):
-    """The statistics of a memory built from ``records`` (see :func:`build_memory`)."""
-    return {
-        "images": num_images,
-        "references": len(records),
-        "sam2_masks": sum(r.mask_from_sam2 for r in records),
-        "skipped": sum(not r.valid for r in records),
-        "seconds": seconds,
-        "checksum": memory.checksum(),
-    }
-
-
 def encode_reference_dicts(cfg, model, dicts, desc="memory"):
     """
     Encode reference dataset dicts (each with "refseg_index"), sharded over processes by the
@@ -173,8 +152,7 @@ def build_memory(cfg, model, dataset_names=None, with_provenance=False):
         names, len(dicts), sum(shots.values()), len(class_names),
     )
     records = sorted(encode_reference_dicts(cfg, model, dicts), key=lambda r: r.order)
-    provenance = provenance_of(records, dicts) if with_provenance else None
-    memory = model.new_memory().set_records(records, class_ids, class_names, provenance)
+    memory = MemoryBank.from_records(records, class_ids, class_names, model.memory, with_provenance)
     stats = record_statistics(records, memory, len(dicts), time.perf_counter() - start)
     logger.info(
         "Memory filled in %.1fs: %s; %d reference masks made by SAM 2 from boxes; checksum %.10e",

@@ -26,9 +26,9 @@ from collections import OrderedDict
 import numpy as np
 
 from ..data.mappers import bbox_xywh
-from .memory_filling import (
-    encode_reference_dicts, prepare_references, provenance_of, record_statistics, unwrap_model,
-)
+from ..modeling.memory import MemoryBank, record_statistics
+from ..utils.masks import has_segmentation
+from .memory_filling import encode_reference_dicts, prepare_references, unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ def annotation_key(ann):
 
 
 def _box_only(ann):
-    segm = ann.get("segmentation")
-    return not ann.get("iscrowd", 0) and (segm is None or (isinstance(segm, list) and not segm))
+    return not ann.get("iscrowd", 0) and not has_segmentation(ann.get("segmentation"))
 
 
 def crops_encode_independently(cfg, model):
@@ -162,9 +161,9 @@ def build_memories(cfg, model, reference_sets, with_provenance=False):
             dataclasses.replace(encoded[(u, p)], dataset_index=i, annotation_index=j, label=label)
             for i, j, label, u, p in placements[set_name] if (u, p) in encoded
         ]
-        provenance = provenance_of(records, dicts) if with_provenance else None
         try:
-            memory = model.new_memory().set_records(records, class_ids, class_names, provenance)
+            memory = MemoryBank.from_records(records, class_ids, class_names, model.memory,
+                                             with_provenance)
         except ValueError as e:
             raise ValueError("Reference set {!r}: {}".format(set_name, e)) from e
         stats = record_statistics(records, memory, len(dicts), time.perf_counter() - start)

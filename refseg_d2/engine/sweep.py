@@ -7,7 +7,7 @@ are involved (SAM 2's proposals and their DINOv2 features, ``RefSeg.compute_prop
 same for all of them. :func:`run_sweep` fills the memory of every unfinished run first
 (:func:`build_memories`: a reference image is encoded once for all the runs that hold it), then
 reads each test dataset once: per batch, the proposals are computed once and matched against the
-memory of every run (``RefSeg.match``), whose own evaluators process the outputs. A run's
+memory of every run (``RefSeg.match_batch``), whose own evaluators process the outputs. A run's
 predictions and metrics are those of ``tools/train_net.py --eval-only`` with its references
 (tested bit for bit), and it writes what train_net writes in its OUTPUT_DIR: the memory file,
 ``inference/<test dataset>/`` (e.g. coco_instances_results.json) and ``metrics.json``.
@@ -42,7 +42,7 @@ from ..utils.files import atomic_write
 from ..utils.timing import StageTimer
 from .memory_filling import check_memory_matches, unwrap_model
 from .memory_sets import build_memories
-from .trainer import RefSegTrainer, check_test_dataset
+from .trainer import RefSegTrainer, load_test_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +107,7 @@ def run_sweep(cfg, model, runs, runs_per_pass=0, on_finished=None):
             runs_per_pass))
     refseg = unwrap_model(model)
     start = time.perf_counter()
-    for name in cfg.DATASETS.TEST:
-        check_test_dataset(name)
+    tests = OrderedDict((name, load_test_dataset(name)) for name in cfg.DATASETS.TEST)
     todo = pending_runs(runs)
     logger.info("Sweep of %d runs: %d finished (not redone), %d to run: %s", len(runs),
                 len(runs) - len(todo), len(todo), [r.name for r in todo])
@@ -121,7 +120,7 @@ def run_sweep(cfg, model, runs, runs_per_pass=0, on_finished=None):
     groups = [todo[i : i + size] for i in range(0, len(todo), size)]
     for g, group in enumerate(groups):
         results.update(evaluate_runs(cfg, refseg, group, memories, timer,
-                                     "pass {}/{}".format(g + 1, len(groups)), on_finished))
+                                     "pass {}/{}".format(g + 1, len(groups)), tests, on_finished))
     logger.info("Per-stage time (matching summed over the runs): %s", refseg.timer.summary())
     timings = sweep_timings(timer, todo, len(groups), time.perf_counter() - start)
     log_timings(timings)
@@ -158,21 +157,21 @@ def build_run_evaluator(cfg, test, run):
     return DatasetEvaluators(evaluator) if isinstance(evaluator, list) else evaluator
 
 
-def evaluate_runs(cfg, model, runs, memories, timer, what, on_finished=None):
+def evaluate_runs(cfg, model, runs, memories, timer, what, tests, on_finished=None):
     """
     One pass over each test dataset for ``runs``; a run's metrics.json is written (main process)
-    right after its last evaluation. Returns OrderedDict run name -> results.
+    right after its last evaluation. ``tests``: OrderedDict test dataset -> its dicts (from
+    ``load_test_dataset``). Returns OrderedDict run name -> results.
     """
     per_test = OrderedDict((run.name, OrderedDict()) for run in runs)
     results = OrderedDict()
-    tests = list(cfg.DATASETS.TEST)
-    for t, test in enumerate(tests):
+    for t, (test, dicts) in enumerate(tests.items()):
         evaluators = OrderedDict()
         for run in runs:
             with timer.stage("evaluation/" + run.name):
                 evaluators[run.name] = build_run_evaluator(cfg, test, run)
                 evaluators[run.name].reset()
-        match_pass(cfg, model, test, runs, memories, evaluators, timer, what)
+        match_pass(cfg, model, (test, dicts), runs, memories, evaluators, timer, what)
         for run in runs:
             with timer.stage("evaluation/" + run.name):
                 res = evaluators[run.name].evaluate() or {}
@@ -207,9 +206,13 @@ def _after_run(on_finished, run, results, memory):
                        type(e).__name__, e, exc_info=True)
 
 
-def match_pass(cfg, model, test, runs, memories, evaluators, timer, what):
-    """Read ``test`` once: per batch the proposals once, then each run's matching and processing."""
-    loader = RefSegTrainer.build_test_loader(cfg, test)
+def match_pass(cfg, model, dataset, runs, memories, evaluators, timer, what):
+    """
+    Read a test dataset once (``dataset``: its name and dicts): per batch the proposals once,
+    then each run's matching and processing.
+    """
+    test, dicts = dataset
+    loader = RefSegTrainer.build_test_loader(cfg, test, dicts)
     total, device = len(loader), model.device
     logger.info("%s: %d runs on %s (%d batches)", what, len(runs), test, total)
     start = time.perf_counter()
@@ -223,13 +226,10 @@ def match_pass(cfg, model, test, runs, memories, evaluators, timer, what):
                 inputs = next(batches)
             with timer.stage("proposals", device):
                 proposals = model.compute_proposals(inputs)
-            sizes = [model.output_size(x) for x in inputs]
-            model.timer.num_images += len(inputs)
             timer.num_images += len(inputs)
             for run in runs:
                 with timer.stage("matching/" + run.name, device):
-                    outputs = [{"instances": model.match(p, memories[run.name], h, w)}
-                               for p, (h, w) in zip(proposals, sizes)]
+                    outputs = model.match_batch(inputs, proposals, memories[run.name])
                 with timer.stage("evaluation/" + run.name):
                     evaluators[run.name].process(inputs, outputs)
             bar.update(1)

@@ -1,9 +1,12 @@
 """The Detectron2 trainer of refseg_d2: fills the memory, then evaluates."""
 import logging
 import os
+from collections import OrderedDict
 
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer
+from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format
+from detectron2.utils import comm
 
 from ..data.datasets import resolve_datasets
 from ..data.mappers import RefSegTargetMapper
@@ -13,8 +16,13 @@ from .memory_filling import check_image_files, check_memory_matches, ensure_memo
 logger = logging.getLogger(__name__)
 
 
-def check_test_dataset(dataset_name):
-    """Raise, before any model work, when a test dataset has no image or missing image files."""
+def load_test_dataset(dataset_name):
+    """
+    The dataset dicts of a test dataset, loaded once and checked before any model work.
+
+    Raises:
+        ValueError: the dataset has no image. FileNotFoundError: image files are missing.
+    """
     resolve_datasets([dataset_name])
     dicts = DatasetCatalog.get(dataset_name)
     if not dicts:
@@ -23,6 +31,7 @@ def check_test_dataset(dataset_name):
             "returned none): nothing to evaluate".format(dataset_name)
         )
     check_image_files(dicts, "the test dataset {!r}".format(dataset_name))
+    return dicts
 
 
 class RefSegTrainer(DefaultTrainer):
@@ -38,11 +47,13 @@ class RefSegTrainer(DefaultTrainer):
         )
 
     @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
-        """Target images squashed by RefSegTargetMapper; missing files fail before inference."""
-        resolve_datasets([dataset_name])
-        dicts = DatasetCatalog.get(dataset_name)
-        check_image_files(dicts, "the test dataset {!r}".format(dataset_name))
+    def build_test_loader(cls, cfg, dataset_name, dicts=None):
+        """
+        Target images squashed by RefSegTargetMapper. ``dicts``: the dataset's dicts from
+        :func:`load_test_dataset` (default: loaded and checked now).
+        """
+        if dicts is None:
+            dicts = load_test_dataset(dataset_name)
         return build_detection_test_loader(
             dicts,
             mapper=RefSegTargetMapper(cfg),
@@ -59,16 +70,36 @@ class RefSegTrainer(DefaultTrainer):
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         """
-        Fill the memory from DATASETS.REFERENCE unless it is loaded, check that it covers the
-        categories of every test dataset, then evaluate as DefaultTrainer.test does.
+        Load and check every test dataset (once), fill the memory from DATASETS.REFERENCE
+        unless it is loaded, check that it covers the categories of every test dataset, then
+        evaluate as DefaultTrainer.test does.
+
+        Args:
+            evaluators (list[DatasetEvaluator] or None): one per test dataset; None: built
+                with :meth:`build_evaluator`.
+        Returns:
+            dict: the results of the one test dataset, or test dataset -> results.
         """
         refseg = unwrap_model(model)
-        for name in cfg.DATASETS.TEST:
-            check_test_dataset(name)
+        tests = OrderedDict((name, load_test_dataset(name)) for name in cfg.DATASETS.TEST)
+        if isinstance(evaluators, DatasetEvaluator):
+            evaluators = [evaluators]
+        if evaluators is not None and len(evaluators) != len(tests):
+            raise ValueError("{} evaluators for {} test datasets".format(len(evaluators), len(tests)))
         ensure_memory(cfg, refseg)
-        for name in cfg.DATASETS.TEST:
+        for name in tests:
             check_memory_matches(refseg.memory, name)
         refseg.timer.reset()
-        results = super().test(cfg, model, evaluators)
+        results = OrderedDict()
+        for idx, (name, dicts) in enumerate(tests.items()):
+            loader = cls.build_test_loader(cfg, name, dicts)
+            evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
+            results[name] = inference_on_dataset(model, loader, evaluator)
+            if comm.is_main_process():
+                if not isinstance(results[name], dict):
+                    raise TypeError("The evaluator of {} returned {!r}, not a dict".format(
+                        name, results[name]))
+                logger.info("Evaluation results for %s in csv format:", name)
+                print_csv_format(results[name])
         logger.info("Per-stage time: %s", refseg.timer.summary())
-        return results
+        return list(results.values())[0] if len(results) == 1 else results

@@ -37,9 +37,10 @@ class RefSeg(nn.Module):
     """
     Inference-only meta-architecture. ``forward`` segments target images with ``self.memory``
     (a :class:`MemoryBank`, replaced with :meth:`set_memory`); :meth:`compute_proposals` and
-    :meth:`match` are its two halves, so that one image's proposals can be matched against
-    several memories; :meth:`encode_references` turns reference inputs into records from which
-    a memory is built (``refseg_d2.engine.memory_filling``).
+    :meth:`match_batch` (:meth:`match` for one image) are its two halves, so that one image's
+    proposals can be matched against several memories; :meth:`encode_references` turns
+    reference inputs into records from which a memory is built
+    (``refseg_d2.engine.memory_filling``).
     """
 
     @configurable
@@ -150,12 +151,8 @@ class RefSeg(nn.Module):
             bool, pred_boxes (inclusive mask extents), scores and pred_classes (memory class
             index = rank of the category id), n <= max_detections.
         """
-        prototypes = self.memory.prototypes()
-        outputs = []
-        for inputs, proposals in zip(batched_inputs, self.compute_proposals(batched_inputs)):
-            height, width = self.output_size(inputs)
-            outputs.append({"instances": self.matcher(proposals, prototypes, height, width)})
-            self.timer.num_images += 1
+        self.memory.prototypes()  # an empty memory fails before any proposal is computed
+        outputs = self.match_batch(batched_inputs, self.compute_proposals(batched_inputs))
         log_every_n_seconds(logging.INFO, "Per-stage time: " + self.timer.summary(), n=60, name=__name__)
         return outputs
 
@@ -166,12 +163,31 @@ class RefSeg(nn.Module):
 
     def compute_proposals(self, batched_inputs):
         """
-        The reference-independent part of the method.
+        The reference-independent part of the method; the images are counted by ``timer``
+        (once, however many memories their proposals are matched against).
 
         Returns:
             list[Proposals], one per input.
         """
-        return self.proposal_generator(batched_inputs)
+        proposals = self.proposal_generator(batched_inputs)
+        self.timer.num_images += len(batched_inputs)
+        return proposals
+
+    def match_batch(self, batched_inputs, proposals, memory=None):
+        """
+        Match the proposals of a batch against a memory (default ``self.memory``).
+
+        Args:
+            batched_inputs (list[dict]): as :meth:`forward` takes them.
+            proposals (list[Proposals]): from :meth:`compute_proposals`, one per input.
+        Returns:
+            list[dict]: as :meth:`forward` returns them.
+        """
+        memory = self.memory if memory is None else memory
+        return [
+            {"instances": self.match(p, memory, *self.output_size(inputs))}
+            for inputs, p in zip(batched_inputs, proposals)
+        ]
 
     def match(self, proposals, memory, height, width):
         """

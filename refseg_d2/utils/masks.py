@@ -12,12 +12,17 @@ logger = logging.getLogger(__name__)
 WHOLE_IMAGE_SHARE = 0.95
 
 
+def has_segmentation(segm):
+    """Whether an annotation's "segmentation" value holds a mask (else it is box-only)."""
+    return not (segm is None or (isinstance(segm, list) and len(segm) == 0))
+
+
 def decode_segmentation(segm, height, width):
     """
     A COCO segmentation (polygons, RLE or uncompressed RLE) as an (H, W) bool array, or None
     when the annotation has none (box-only).
     """
-    if segm is None or (isinstance(segm, list) and len(segm) == 0):
+    if not has_segmentation(segm):
         return None
     if isinstance(segm, list):
         return polygons_to_bitmask(segm, height, width)
@@ -35,6 +40,22 @@ def encode_mask(mask):
     rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def segmentation_rle(segm, mask):
+    """
+    The COCO RLE (str counts) of an annotation's mask: ``segm`` itself when it already is one
+    at the mask's size, else ``mask`` encoded; None for a box-only annotation.
+
+    Args:
+        segm: the annotation's "segmentation"; mask: (H, W) bool, its decoding (or None).
+    """
+    if mask is None:
+        return None
+    if (isinstance(segm, dict) and isinstance(segm.get("counts"), str)
+            and list(segm.get("size", ())) == list(mask.shape)):
+        return {"size": list(segm["size"]), "counts": segm["counts"]}
+    return encode_mask(mask)
 
 
 def binary_mask(mask, source):

@@ -4,12 +4,13 @@ The memory bank: per class, the instance prototypes of its references, and where
 It keeps only what inference needs: the (unnormalised) soft-mask-weighted mean feature of each
 reference, C x K x D, the number of filled slots per class and the dataset category id of each
 class. Class prototypes are derived from them (and cached until the buffers change). Buffer
-shapes follow the content, so loading goes through :class:`refseg_d2.modeling.memory.io.
-RefSegCheckpointer`, which resizes them first.
+shapes follow the content, so loading goes through :func:`refseg_d2.modeling.memory.io.
+load_memory`, which sizes them first.
 
 A bank is built from :class:`~refseg_d2.modeling.memory.records.ReferenceRecord` s
-(:meth:`MemoryBank.set_records`), grown by another bank (:meth:`MemoryBank.extend`) and handed
-to a model (:meth:`refseg_d2.modeling.RefSeg.set_memory`); several banks can serve one model.
+(:meth:`MemoryBank.from_records`, the only place that does), grown by another bank
+(:meth:`MemoryBank.extend`) and handed to a model
+(:meth:`refseg_d2.modeling.RefSeg.set_memory`); several banks can serve one model.
 """
 import logging
 from collections import defaultdict
@@ -30,11 +31,11 @@ class MemoryBank(nn.Module):
         instance_features: (C, K, D) float32, slot k of class c valid for k < counts[c].
         counts: (C,) int64.
         class_ids: (C,) int64 dataset category ids, sorted; class index = position.
-    Attributes (saved next to the state dict by the checkpointer):
+    Attributes (saved next to the buffers by ``save_memory``):
         class_names: list[str] of length C.
         encoder_signature: dict describing the encoder that produced the features.
         provenance: per class, the list of where each of its slots comes from (see
-            ``refseg_d2.data.reference_sources.shot_provenance``), or None where unknown.
+            ``ReferenceRecord.provenance``), or None where unknown.
     """
 
     def __init__(self, feature_dim=None, encoder_signature=None):
@@ -76,10 +77,6 @@ class MemoryBank(nn.Module):
         """True when every class has at least one reference."""
         return self.num_classes > 0 and bool((self.counts > 0).all())
 
-    def empty_like(self):
-        """A new empty bank for the same encoder."""
-        return MemoryBank(self.feature_dim, self.encoder_signature).to(self._device())
-
     def set(self, class_ids, class_names, features_per_class, provenance=None):
         """
         Fill the memory.
@@ -110,37 +107,43 @@ class MemoryBank(nn.Module):
         self.provenance = self._checked_provenance(provenance)
         return self
 
-    def set_records(self, records, class_ids, class_names, provenance=None):
+    @classmethod
+    def from_records(cls, records, class_ids, class_names, like, with_provenance=False):
         """
-        Fill the memory from encoded references: per class, its valid records in the given
-        order. A record whose mask covers no encoder patch sample is skipped with a warning.
+        The one way a bank is built from encoded references: per class, its valid records in
+        the given order. A record whose mask covers no encoder patch sample is skipped with a
+        warning naming it.
 
         Args:
             records (list[ReferenceRecord]): ``label`` indexes ``class_names``.
-            provenance (list or None): the provenance record of each record (same order).
+            class_ids (list[int]): sorted dataset category ids; class_names (list[str]).
+            like (MemoryBank): a bank of the encoder that made the records (feature dimension,
+                encoder signature and device are taken from it).
+            with_provenance (bool): record where each slot comes from (``record.provenance()``).
+        Returns:
+            MemoryBank: on the device of ``like``.
         Raises:
             ValueError: a class is left without a usable reference.
         """
         per_class, sources = defaultdict(list), defaultdict(list)
-        if provenance is not None and len(provenance) != len(records):
-            raise ValueError("{} provenance records for {} references".format(len(provenance), len(records)))
-        for i, record in enumerate(records):
+        for record in records:
             if not record.valid:
                 logger.warning(
-                    "Reference annotation %d of %s (class %s) covers no encoder patch sample: "
-                    "skipped", record.annotation_index, record.file_name,
-                    class_names[record.label],
+                    "Reference %s covers no encoder patch sample: skipped",
+                    record.name or "annotation {} of {} (class {})".format(
+                        record.annotation_index, record.file_name, class_names[record.label]),
                 )
                 continue
             per_class[record.label].append(record.feature)
-            if provenance is not None:
-                sources[record.label].append(provenance[i])
+            if with_provenance:
+                sources[record.label].append(record.provenance())
         empty = [n for c, n in enumerate(class_names) if not per_class[c]]
         if empty:
             raise ValueError("No usable reference for categories {}".format(empty))
         feats = [torch.stack(per_class[c]) for c in range(len(class_names))]
-        prov = [sources[c] for c in range(len(class_names))] if provenance is not None else None
-        return self.set(class_ids, class_names, feats, prov)
+        prov = [sources[c] for c in range(len(class_names))] if with_provenance else None
+        bank = cls(like.feature_dim, like.encoder_signature).to(like._device())
+        return bank.set(class_ids, class_names, feats, prov)
 
     def class_slots(self):
         """

@@ -78,8 +78,9 @@ class ReferenceEncoder:
             batched_inputs (list[dict]): from ``RefSegReferenceMapper``, each with
                 "file_name"; "image": (3, H, W) uint8 RGB at the original size;
                 "instances": Instances with gt_classes (R,), gt_masks (R, H, W) bool,
-                has_mask (R,) bool, gt_boxes (R, 4) xyxy, crop_windows (R, 4) int64 and
-                ann_index (R,); "sam_image": (3, S', S') uint8 when some has_mask is False;
+                has_mask (R,) bool, gt_boxes (R, 4) xyxy, crop_windows (R, 4) int64,
+                ann_index (R,) and optionally sources (R dicts of the records' "box",
+                "segmentation" and "name"); "sam_image": (3, S', S') uint8 when some has_mask is False;
                 optionally "refseg_index" (the image's position in the reference datasets).
         Returns:
             list[ReferenceRecord]: one per annotation, in input then annotation order.
@@ -88,6 +89,7 @@ class ReferenceEncoder:
         for inputs in batched_inputs:
             inst = inputs["instances"]
             means, valid, from_sam2 = self._encode_image(inputs)
+            sources = inst.sources if inst.has("sources") else [{}] * len(inst)
             for r in range(len(inst)):
                 records.append(ReferenceRecord(
                     file_name=inputs.get("file_name"),
@@ -99,6 +101,7 @@ class ReferenceEncoder:
                     mask_from_sam2=bool(from_sam2[r]),
                     crop_window=tuple(int(v) for v in inst.crop_windows[r].tolist()),
                     image_size=tuple(int(v) for v in inst.image_size),
+                    **sources[r],
                 ))
         return records
 
