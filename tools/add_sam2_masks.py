@@ -41,8 +41,7 @@ from tqdm import tqdm
 from refseg_d2.data.datasets.common import atomic_write_json, file_signature, load_json
 from refseg_d2.data.ground_truth import prepare_ground_truth
 from refseg_d2.data.mappers import pil_to_tensor, squash_resize
-from refseg_d2.engine import build_cfg, register_datasets
-from refseg_d2.engine.defaults import refseg_tool_parser
+from refseg_d2.engine.defaults import refseg_tool_parser, tool_setup
 from refseg_d2.modeling.ops import upsample_mask_logits
 from refseg_d2.modeling.proposals import SAM2Prompter, build_sam2_model
 from refseg_d2.utils.images import read_rgb
@@ -235,8 +234,7 @@ def add_sam2_masks(data, image_root, prompter, progress_path, header, overwrite=
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="refseg_d2")
-    register_datasets(args.register)
-    cfg = build_cfg(args.config_file, args.opts)
+    cfg = tool_setup(args)
     json_file, image_root, output = resolve_source(args)
     data = load_json(json_file, "--input")
     r = cfg.MODEL.REFSEG

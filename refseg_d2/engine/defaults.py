@@ -9,7 +9,9 @@ Detectron2's launch options); the others :func:`refseg_tool_parser` (the same th
 options).
 """
 import argparse
+import json
 import logging
+import os
 
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
@@ -19,8 +21,11 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import add_refseg_config
 from ..data.reference_sources import register_coco_file
+from ..utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
 
 
 def refseg_argument_parser(description=None, epilog=None):
@@ -89,14 +94,34 @@ def build_cfg(config_file, opts=(), output_dir=None):
     return cfg
 
 
+def tool_setup(args, output_dir=None):
+    """
+    The config of a tool run that launches no process (``args`` from
+    :func:`refseg_tool_parser`): its ``--register`` datasets registered, then the config file,
+    the positional overrides and ``output_dir`` if given. Not frozen: a tool may still fill in
+    what its own options decide.
+    """
+    register_datasets(getattr(args, "register", None))
+    return build_cfg(args.config_file, args.opts, output_dir=output_dir)
+
+
+def write_metrics(output_dir, results):
+    """
+    Write evaluation results to ``output_dir/metrics.json``, atomically: a sweep takes a run
+    with a metrics.json as finished. Returns the path.
+    """
+    path = os.path.join(output_dir, METRICS_FILE)
+    atomic_write(path, lambda f: json.dump(results, f, indent=2), mode="w", what="the metrics")
+    return path
+
+
 def setup(args, output_dir=None):
     """
     The frozen config of a tool run (``args`` from :func:`refseg_argument_parser`): its
     ``--register`` datasets registered, Detectron2's ``default_setup`` (logging, config dump in
     OUTPUT_DIR, seeds) and the refseg_d2 logger writing to OUTPUT_DIR.
     """
-    register_datasets(getattr(args, "register", None))
-    cfg = build_cfg(args.config_file, args.opts, output_dir)
+    cfg = tool_setup(args, output_dir)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="refseg_d2")
