@@ -38,12 +38,14 @@ from detectron2.utils.logger import setup_logger
 from PIL import Image
 from tqdm import tqdm
 
-from refseg_d2.data.datasets.common import atomic_write_json, file_signature, load_json
+from refseg_d2.data.datasets.common import file_signature, load_json
 from refseg_d2.data.ground_truth import prepare_ground_truth
 from refseg_d2.data.mappers import pil_to_tensor, squash_resize
 from refseg_d2.engine.defaults import refseg_tool_parser, tool_setup
-from refseg_d2.modeling.ops import upsample_mask_logits
+from refseg_d2.modeling.memory.encoding import masks_from_boxes
 from refseg_d2.modeling.proposals import SAM2Prompter, build_sam2_model
+from refseg_d2.utils.files import atomic_write
+from refseg_d2.utils.geometry import xywh_to_xyxy
 from refseg_d2.utils.images import read_rgb
 
 logger = logging.getLogger("refseg_d2.add_sam2_masks")
@@ -112,20 +114,12 @@ def image_masks(prompter, image, boxes_xywh, box_batch, upsample_chunk):
     Returns:
         (R, H, W) bool masks.
     """
-    width, height = image.size
-    size = prompter.input_size
-    device = prompter.grid.device
-    sam_image = pil_to_tensor(squash_resize(image, size)).to(device).to(torch.float32)[None] / 255.0
-    boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in boxes_xywh], dtype=torch.float32)
-    boxes = boxes.to(device) * torch.tensor([size / width, size / height] * 2, device=device)
+    sam_image = pil_to_tensor(squash_resize(image, prompter.input_size))
+    boxes = torch.tensor([xywh_to_xyxy(b) for b in boxes_xywh], dtype=torch.float32)
     with torch.no_grad():
-        embedding, high_res = prompter.encode_image(sam_image)
-        out = []
-        for start in range(0, len(boxes), box_batch):
-            chunk = boxes[start : start + box_batch]
-            logits = prompter.decode_boxes(embedding, high_res, chunk)
-            out.append(upsample_mask_logits(logits, (height, width), upsample_chunk).cpu())
-    return torch.cat(out).numpy()
+        masks = masks_from_boxes(prompter, sam_image, boxes, (image.height, image.width),
+                                 upsample_chunk, box_batch)
+    return masks.cpu().numpy()
 
 
 def encode_mask(mask, bbox, mask_format="polygon"):
@@ -258,7 +252,7 @@ def main(argv=None):
         info = data.setdefault("info", {})
         info["refseg_sam2_masks"] = dict(header["sam2"], masks=stats["masks"],
                                          mask_format=args.mask_format)
-    atomic_write_json(data, output)
+    atomic_write(output, lambda f: json.dump(data, f), mode="w", what="the annotations")
     os.remove(progress_path)
     logger.info("%d masks from SAM 2 (%d empty, replaced by their box) written to %s",
                 stats["masks"], stats["box_fallbacks"], output)
