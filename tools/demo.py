@@ -32,8 +32,9 @@ from detectron2.utils.logger import setup_logger
 from PIL import Image
 from tqdm import tqdm
 
-from refseg_d2.data.reference_sources import add_reference_arguments, register_from_args
-from refseg_d2.engine.defaults import refseg_tool_parser, tool_setup
+from refseg_d2.engine.defaults import (
+    add_reference_arguments, refseg_tool_parser, register_from_args, tool_setup,
+)
 from refseg_d2.predictor import RefSegPredictor
 from refseg_d2.utils.images import is_image_file, read_rgb
 from refseg_d2.utils.visualization import draw_predictions, output_path

@@ -5,8 +5,10 @@ overrides as positional ``KEY VALUE`` pairs at the end of the command line (afte
 the option before them takes a list, e.g. ``--input a.jpg b.jpg -- MODEL.DEVICE cpu``).
 
 Tools that launch processes (train_net, sweep) take :func:`refseg_argument_parser` (all of
-Detectron2's launch options); the others :func:`refseg_tool_parser` (the same three, no launch
-options).
+Detectron2's launch options) and :func:`setup`; the others :func:`refseg_tool_parser` (the same
+three, no launch options) and :func:`tool_setup`. Tools that read references from user files
+add :func:`add_reference_arguments` and register them with :func:`register_from_args`; tools
+that evaluate write :func:`write_metrics`.
 """
 import argparse
 import json
@@ -20,7 +22,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_refseg_config
-from ..data.reference_sources import register_coco_file
+from ..data.reference_sources import register_coco_file, register_reference_source
 from ..utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,28 @@ def add_register_argument(parser):
         help="register a COCO-format dataset before the run (repeatable)",
     )
     return parser
+
+
+def add_reference_arguments(parser, required=False):
+    """Add the mutually exclusive --ref-coco / --ref-boxes / --ref-folder options to ``parser``."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--ref-coco", nargs=2, metavar=("JSON", "IMAGE_ROOT"),
+                       help="references: a COCO-format file and its image folder")
+    group.add_argument("--ref-boxes", metavar="JSON", help="references: a box-only JSON file")
+    group.add_argument("--ref-folder", metavar="DIR",
+                       help="references: <DIR>/<class>/<image> and <image stem>_mask.png")
+    return group
+
+
+def register_from_args(args, name):
+    """Register the source named by :func:`add_reference_arguments` options; None if none given."""
+    if args.ref_coco:
+        return register_reference_source(name, "coco", args.ref_coco[0], args.ref_coco[1])
+    if args.ref_boxes:
+        return register_reference_source(name, "boxes", args.ref_boxes)
+    if args.ref_folder:
+        return register_reference_source(name, "folder", args.ref_folder)
+    return None
 
 
 def register_datasets(entries):
