@@ -25,17 +25,16 @@ process-lifetime peak (``getrusage``), which can only grow.
 import json
 import logging
 import os
-import random
 import shutil
 import tempfile
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
 from refseg_d2 import RefSegTrainer, fill_memory
+from refseg_d2.data.datasets.subsets import first_images, shots_subset
 from refseg_d2.data.reference_sources import register_coco_file
 from refseg_d2.engine import SweepRun, run_sweep
 from refseg_d2.engine.defaults import refseg_tool_parser, tool_setup
@@ -116,52 +115,6 @@ def time_target_sizes(cfg, model, args):
     return out
 
 
-def subset_dataset(name, shots, seed):
-    """Register NAME_bench_shot<k>_seed<s>: at most ``shots`` annotations per class, seeded."""
-    new = "{}_bench_{}shot_seed{}".format(name, shots, seed)
-    if new in DatasetCatalog.list():
-        return new
-
-    def load():
-        dicts = DatasetCatalog.get(name)
-        by_class = defaultdict(list)
-        for i, d in enumerate(dicts):
-            for j, a in enumerate(d.get("annotations", [])):
-                if not a.get("iscrowd", 0):
-                    by_class[a["category_id"]].append((i, j))
-        rng = random.Random(seed)
-        chosen = set()
-        for c in sorted(by_class):
-            chosen.update(rng.sample(by_class[c], min(shots, len(by_class[c]))))
-        out = []
-        for i, d in enumerate(dicts):
-            anns = [a for j, a in enumerate(d.get("annotations", [])) if (i, j) in chosen]
-            if anns:
-                out.append(dict(d, annotations=anns))
-        return out
-
-    DatasetCatalog.register(new, load)
-    meta = MetadataCatalog.get(name)
-    DatasetCatalog.get(name)  # sets the category metadata of COCO-format datasets
-    MetadataCatalog.get(new).set(
-        thing_classes=meta.thing_classes,
-        thing_dataset_id_to_contiguous_id=meta.get("thing_dataset_id_to_contiguous_id", None)
-        or {i: i for i in range(len(meta.thing_classes))},
-    )
-    return new
-
-
-def first_images(name, num_images):
-    """Register NAME_bench_first<N>: the first ``num_images`` images of ``name``, same metadata."""
-    new = "{}_bench_first{}".format(name, num_images)
-    if new not in DatasetCatalog.list():
-        DatasetCatalog.register(new, lambda: DatasetCatalog.get(name)[:num_images])
-        DatasetCatalog.get(name)  # sets the category metadata of COCO-format datasets
-        meta = {k: v for k, v in MetadataCatalog.get(name).as_dict().items() if k != "name"}
-        MetadataCatalog.get(new).set(**meta)
-    return new
-
-
 def sweep(cfg, model, args):
     """
     One run alone against a one-pass sweep of K runs (reference subsets of ``--shots`` per
@@ -176,7 +129,7 @@ def sweep(cfg, model, args):
 
     def timed(num_runs):
         runs = [SweepRun("{}shot_seed{}".format(args.shots, seed),
-                         (subset_dataset(ref, args.shots, seed),),
+                         (shots_subset(ref, args.shots, seed),),
                          os.path.join(folder, "{}_runs".format(num_runs), "seed{}".format(seed)))
                 for seed in range(num_runs)]
         start = clock(cfg.MODEL.DEVICE)

@@ -48,18 +48,15 @@ from detectron2.utils import comm
 from refseg_d2 import RefSegTrainer
 from refseg_d2.data.datasets import unregistered
 from refseg_d2.engine import SweepRun, refseg_argument_parser, run_sweep, setup
-from refseg_d2.engine.defaults import METRICS_FILE, tool_setup
+from refseg_d2.engine.defaults import tool_setup
 from refseg_d2.reporting import (
-    benchmark_for, flatten_metrics, summary_rows, try_write_run_report, write_sweep_figures,
-    write_tables,
+    benchmark_for, collect_runs, select_metrics, summary_rows, try_write_run_report,
+    write_sweep_figures, write_tables,
 )
 from refseg_d2.utils.files import atomic_write
 
 logger = logging.getLogger("refseg_d2.sweep")
 
-DEFAULT_METRICS = (
-    "bbox/AP", "bbox/AP50", "segm/AP", "segm/AP50", "voc07_bbox/AP50", "sem_seg/mIoU",
-)
 _SHOT = re.compile(r"(?<=_)\d+shot(?=_|$)")
 _SEED = re.compile(r"(?<=_)seed\d+(?=_|$)")
 
@@ -224,36 +221,6 @@ def sweep_worker(args, runs):
                      on_finished=None if args.no_report else write_report)
 
 
-def collect(runs):
-    """
-    {shots: OrderedDict(seed: flat metrics)} of the finished shots x seeds runs, and
-    {set name: OrderedDict(None: flat metrics)} of the finished ``--references`` runs.
-    """
-    table, sets = OrderedDict(), OrderedDict()
-    for k, seed, run_dir, _ in runs:
-        path = os.path.join(run_dir, METRICS_FILE)
-        if not os.path.isfile(path):
-            logger.warning("%s has no metrics.json: left out of the table", run_dir)
-            continue
-        with open(path) as f:
-            flat = flatten_metrics(json.load(f))
-        if k is None:
-            sets[os.path.basename(run_dir)] = OrderedDict([(None, flat)])
-        else:
-            table.setdefault(k, OrderedDict())[seed] = flat
-    return table, sets
-
-
-def select_metrics(table, wanted):
-    present = [m for per_seed in table.values() for flat in per_seed.values() for m in flat]
-    present = list(OrderedDict.fromkeys(present))
-    if wanted == ["all"]:
-        return [m for m in present if "-" not in m.split("/", 1)[-1]]
-    if wanted:
-        return wanted
-    return [m for m in DEFAULT_METRICS if m in present]
-
-
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
@@ -271,7 +238,7 @@ def main(argv=None):
             dist_url=args.dist_url,
             args=(args, runs),
         )
-    table, sets = collect(runs)
+    table, sets = collect_runs([(k, seed, run_dir) for k, seed, run_dir, _ in runs])
     if not table and not sets:
         raise RuntimeError("No finished run under {}".format(args.output_dir))
     metrics = select_metrics(OrderedDict(list(table.items()) + list(sets.items())), args.metrics)

@@ -10,11 +10,12 @@ from .sweep_plot import benchmark_for, build_sweep_figure, load_baselines, write
 from .sweep_rows import (
     flatten_metrics, rows_from_csv, rows_from_run_dirs, summary_rows, table_from_run_dirs,
 )
-from .sweep_tables import write_tables
+from .sweep_tables import collect_runs, select_metrics, write_tables
 
 __all__ = [
-    "REPORT_NAME", "benchmark_for", "best_and_worst", "build_sweep_figure", "flatten_metrics",
-    "ground_truth_records", "image_recall", "load_baselines", "memory_crop_sheet",
-    "rows_from_csv", "rows_from_run_dirs", "summary_rows", "table_from_run_dirs",
-    "try_write_run_report", "write_run_report", "write_sweep_figures", "write_tables",
+    "REPORT_NAME", "benchmark_for", "best_and_worst", "build_sweep_figure", "collect_runs",
+    "flatten_metrics", "ground_truth_records", "image_recall", "load_baselines",
+    "memory_crop_sheet", "rows_from_csv", "rows_from_run_dirs", "select_metrics", "summary_rows",
+    "table_from_run_dirs", "try_write_run_report", "write_run_report", "write_sweep_figures",
+    "write_tables",
 ]

@@ -1,15 +1,62 @@
 """
-The tables of a sweep: ``results.md`` (mean +- sample standard deviation over seeds per shot
+The tables of a sweep: the finished runs' metrics collected (:func:`collect_runs`), the metrics
+shown (:func:`select_metrics`), then ``results.md`` (mean +- sample standard deviation over seeds per shot
 count, the explicit reference sets, then every seed per metric) and ``results.csv`` (per shot
 count and metric: n, mean, std, the 95% confidence interval 1.96 std / sqrt(n) and every seed).
 """
 import csv
+import json
+import logging
 import math
 import os
 from collections import OrderedDict
 
 from ..utils.files import atomic_write
-from .sweep_rows import mean_std
+from .sweep_rows import flatten_metrics, mean_std
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METRICS = (
+    "bbox/AP", "bbox/AP50", "segm/AP", "segm/AP50", "voc07_bbox/AP50", "sem_seg/mIoU",
+)
+
+
+def collect_runs(runs):
+    """
+    Args:
+        runs (list): (shots, seed, run folder) per run; shots None for an explicit set.
+    Returns:
+        {shots: OrderedDict(seed: flat metrics)} of the finished shots x seeds runs, and
+        {set name: OrderedDict(None: flat metrics)} of the finished explicit sets; a run
+        without a metrics.json is left out with a warning.
+    """
+    table, sets = OrderedDict(), OrderedDict()
+    for k, seed, run_dir in runs:
+        path = os.path.join(run_dir, "metrics.json")
+        if not os.path.isfile(path):
+            logger.warning("%s has no metrics.json: left out of the table", run_dir)
+            continue
+        with open(path) as f:
+            flat = flatten_metrics(json.load(f))
+        if k is None:
+            sets[os.path.basename(run_dir)] = OrderedDict([(None, flat)])
+        else:
+            table.setdefault(k, OrderedDict())[seed] = flat
+    return table, sets
+
+
+def select_metrics(table, wanted):
+    """
+    The metrics of the tables: ``wanted`` as given, every metric present without a per-class
+    "-" for ``["all"]``, or (``wanted`` empty) those of :data:`DEFAULT_METRICS` present.
+    """
+    present = [m for per_seed in table.values() for flat in per_seed.values() for m in flat]
+    present = list(OrderedDict.fromkeys(present))
+    if wanted == ["all"]:
+        return [m for m in present if "-" not in m.split("/", 1)[-1]]
+    if wanted:
+        return wanted
+    return [m for m in DEFAULT_METRICS if m in present]
 
 
 def statistics(values):

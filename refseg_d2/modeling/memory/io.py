@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ...utils.distributed import unwrap_model
 from .bank import MemoryBank
 
 logger = logging.getLogger(__name__)
@@ -25,10 +26,6 @@ logger = logging.getLogger(__name__)
 MEMORY_PREFIX = "memory."
 METADATA_KEY = "refseg_memory"
 PROVENANCE_KEY = "refseg_references"
-
-
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
 
 
 class RefSegCheckpointer(DetectionCheckpointer):
@@ -47,7 +44,7 @@ class RefSegCheckpointer(DetectionCheckpointer):
         """
         if not self.save_dir or not self.save_to_disk:
             return
-        memory = _unwrap(self.model).memory
+        memory = unwrap_model(self.model).memory
         kwargs.setdefault(METADATA_KEY, memory.metadata())
         if any(p is not None for p in memory.provenance):
             kwargs.setdefault(PROVENANCE_KEY, memory.provenance)
@@ -74,7 +71,7 @@ class RefSegCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):
         path = getattr(self, "_path", "<checkpoint>")
         state = checkpoint.get("model", {}) if isinstance(checkpoint, dict) else {}
-        memory = _unwrap(self.model).memory
+        memory = unwrap_model(self.model).memory
         keys = {k[len(MEMORY_PREFIX):]: v for k, v in state.items() if k.startswith(MEMORY_PREFIX)}
         if "instance_features" not in keys or "counts" not in keys:
             raise ValueError(
