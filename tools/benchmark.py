@@ -31,13 +31,13 @@ from collections import OrderedDict
 
 import torch
 from detectron2.utils.logger import setup_logger
-from tabulate import tabulate
 
 from refseg_d2 import RefSegTrainer, fill_memory
 from refseg_d2.data.datasets.subsets import first_images, shots_subset
 from refseg_d2.data.reference_sources import register_coco_file
 from refseg_d2.engine import SweepRun, run_sweep
 from refseg_d2.engine.defaults import refseg_tool_parser, tool_setup
+from refseg_d2.reporting.speed import format_benchmark
 from refseg_d2.testing import make_demo_dataset
 from refseg_d2.testing.synthetic import make_split
 from refseg_d2.utils.peak_memory import PeakMemory
@@ -184,23 +184,7 @@ def main(argv=None):
         peaks["sweep"] = peak.result
     report["peak_memory"] = peaks
 
-    rows = [[k, "{:.4f}".format(v)] for k, v in report["inference"]["per_image_s"].items()]
-    rows.append(["total (per image)", "{:.4f}".format(sum(report["inference"]["per_image_s"].values()))])
-    print(tabulate(rows, headers=["stage", "seconds / image"], tablefmt="pipe"))
-    print("images/s: {:.3f}  ({} images)".format(
-        report["inference"]["images_per_s"], report["inference"]["images"]))
-    print(tabulate([[phase] + ["{:.0f}".format(v) for v in p.values()] for phase, p in peaks.items()],
-                   headers=["peak memory (MiB)"] + list(peaks["inference"]), tablefmt="pipe"))
-    for key, r in report.get("target_sizes", {}).items():
-        print("target {}: {:.3f} s/image, peak {}".format(
-            key, sum(r["per_image_s"].values()),
-            ", ".join("{} {:.0f}".format(k, v) for k, v in r["peak_memory"].items())))
-    if args.sweep:
-        s = report["sweep"]
-        print("one-pass sweep of {} runs on {} images: {:.1f}s = {:.2f} x one run ({:.1f}s); from "
-              "its own phases: {:.2f} x one run".format(
-                  args.sweep, s["images"], s["sweep_s"], s["sweep_over_single_run"],
-                  s["single_run_s"], s["sweep_phases"]["sweep_over_one_run"]))
+    print(format_benchmark(report))
     path = os.path.join(args.output, "benchmark.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=2)

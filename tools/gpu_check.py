@@ -29,6 +29,7 @@ from tabulate import tabulate
 from refseg_d2 import RefSegTrainer, fill_memory
 from refseg_d2.data.reference_sources import register_coco_file
 from refseg_d2.engine import build_cfg
+from refseg_d2.evaluation.agreement import match_share
 from refseg_d2.testing.random_weights import write_random_checkpoints
 from refseg_d2.testing.synthetic import make_split
 from refseg_d2.utils.timing import clock, time_batches
@@ -46,7 +47,6 @@ MODES = OrderedDict([
     ("bf16_compile", ["MODEL.REFSEG.SAM2.DECODER", "shared", "MODEL.REFSEG.ACCEL.AMP", "bf16",
                       "MODEL.REFSEG.ACCEL.COMPILE", True]),
 ])
-MASK_IOU, SCORE_TOL = 0.98, 1e-3
 
 
 def parse_args(argv=None):
@@ -114,31 +114,6 @@ def run_mode(cfg, warmup):
         report["peak_gpu_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
     del model
     return report, predictions
-
-
-def match_share(reference, other):
-    """
-    Share of predictions matched one for one (same class, mask IoU >= 0.98, score within
-    1e-3), greedily in the reference's order; unmatched predictions on either side count.
-    """
-    matched = total = 0
-    for ref, got in zip(reference, other):
-        used = set()
-        for i in range(len(ref)):
-            for j in range(len(got)):
-                if j in used or int(got.pred_classes[j]) != int(ref.pred_classes[i]):
-                    continue
-                if abs(float(got.scores[j]) - float(ref.scores[i])) > SCORE_TOL:
-                    continue
-                a, b = ref.pred_masks[i], got.pred_masks[j]
-                union = int((a | b).sum())
-                iou = int((a & b).sum()) / union if union else 1.0
-                if iou >= MASK_IOU:
-                    used.add(j)
-                    matched += 1
-                    break
-        total += max(len(ref), len(got))
-    return matched / total if total else 1.0
 
 
 def multi_gpu_run(args, setup, opts):
