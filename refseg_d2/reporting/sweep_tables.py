@@ -1,8 +1,9 @@
 """
 The tables of a sweep: the finished runs' metrics collected (:func:`collect_runs`), the metrics
-shown (:func:`select_metrics`), then ``results.md`` (mean +- sample standard deviation over seeds per shot
-count, the explicit reference sets, then every seed per metric) and ``results.csv`` (per shot
-count and metric: n, mean, std, the 95% confidence interval 1.96 std / sqrt(n) and every seed).
+shown (:func:`select_metrics`), then ``results.md`` (mean +- sample standard deviation over
+seeds per shot count, the explicit reference sets, then every seed per metric) and
+``results.csv`` (per shot count and metric: n, mean, std, the 95% confidence interval
+1.96 std / sqrt(n) and every seed).
 """
 import csv
 import json

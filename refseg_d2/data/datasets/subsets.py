@@ -16,7 +16,7 @@ def _copy_metadata(name, new):
 
 
 def first_images(name, num_images):
-    """Register and return ``<name>_bench_first<N>``: the first ``num_images`` images of ``name``."""
+    """Register and return ``<name>_bench_first<N>``: the first ``num_images`` of ``name``."""
     new = "{}_bench_first{}".format(name, num_images)
     if new not in DatasetCatalog.list():
         DatasetCatalog.register(new, lambda: DatasetCatalog.get(name)[:num_images])
