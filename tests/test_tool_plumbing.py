@@ -1,4 +1,7 @@
-"""The plumbing the tools share: tool_setup, write_metrics, time_batches, the sweep's name check."""
+"""
+The plumbing the tools share: tool_setup, write_metrics, time_batches, masks_from_boxes,
+unregister and the sweep's name check.
+"""
 import json
 import os
 import sys
@@ -78,3 +81,36 @@ def test_sweep_names_unknown_reference_and_test_datasets_before_building_a_model
         sweep.main(base + ["--shots", "3", "--seeds", "1", "--", "DATASETS.REFERENCE",
                            '("no_such_1shot_seed0",)', "DATASETS.TEST", '("no_such_test",)'])
     assert not os.path.exists(os.path.join(out, "sweep.json"))
+
+
+def test_masks_from_boxes_do_not_depend_on_the_box_batch(random_weights):
+    import torch
+    from common import tiny_cfg
+
+    import add_sam2_masks
+    from refseg_d2.modeling.memory.encoding import masks_from_boxes
+
+    prompter = add_sam2_masks.build_prompter(tiny_cfg(random_weights))
+    generator = torch.Generator().manual_seed(0)
+    sam_image = torch.randint(0, 256, (3, 256, 256), dtype=torch.uint8, generator=generator)
+    boxes = torch.tensor([[2.0, 3.0, 40.0, 30.0], [10.0, 5.0, 70.0, 55.0], [0.0, 0.0, 80.0, 60.0]])
+    with torch.no_grad():
+        whole = masks_from_boxes(prompter, sam_image, boxes, (60, 80))
+        batched = masks_from_boxes(prompter, sam_image, boxes, (60, 80), box_batch=2)
+        none = masks_from_boxes(prompter, sam_image, boxes[:0], (60, 80))
+    assert whole.shape == (3, 60, 80) and whole.dtype == torch.bool
+    assert torch.equal(whole, batched)
+    assert none.shape == (0, 60, 80)
+
+
+def test_unregister_removes_a_dataset_and_its_metadata_and_ignores_unknown_names():
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from refseg_d2.utils.catalog import unregister
+
+    DatasetCatalog.register("plumbing_gone", lambda: [])
+    MetadataCatalog.get("plumbing_gone").set(thing_classes=["a"])
+    assert unregister("plumbing_gone") == "plumbing_gone"
+    assert "plumbing_gone" not in DatasetCatalog.list()
+    assert MetadataCatalog.get("plumbing_gone").get("thing_classes", None) is None
+    unregister("plumbing_never_registered")
