@@ -12,6 +12,8 @@ from test_benchmark_datasets import (
     _write_cdfsod_file, _write_png, make_cdfsod_tree, make_coco_tree, make_voc_tree, register_under,
 )
 
+from refseg_d2.data.box_masks import encode_mask
+
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import add_sam2_masks  # noqa: E402
 import sweep  # noqa: E402
@@ -216,20 +218,20 @@ def test_sam2_masks_become_the_authors_external_contour_polygons():
     ring = np.zeros((10, 12), dtype=bool)
     ring[2:6, 3:8] = True
     ring[3:5, 5] = False                 # a hole: lost, as in the authors' polygons
-    segm, area, fell_back = add_sam2_masks.encode_mask(ring, [3, 2, 5, 4])
+    segm, area, fell_back = encode_mask(ring, [3, 2, 5, 4])
     assert segm == [[3, 2, 3, 5, 7, 5, 7, 2]] and area == 18.0 and not fell_back
     # contours of one or two points are dropped; nothing left -> the box polygon, area of SAM's
     specks = np.zeros((10, 12), dtype=bool)
     specks[1, 1] = True
     specks[7, 2:5] = True
-    segm, area, fell_back = add_sam2_masks.encode_mask(specks, [1, 1, 4, 7])
+    segm, area, fell_back = encode_mask(specks, [1, 1, 4, 7])
     assert segm == [[1, 1, 5, 1, 5, 8, 1, 8]] and area == 4.0 and fell_back
     # rle keeps the hole; an empty mask becomes the box rectangle
     import pycocotools.mask as mask_util
 
-    rle, area, _ = add_sam2_masks.encode_mask(ring, [3, 2, 5, 4], "rle")
+    rle, area, _ = encode_mask(ring, [3, 2, 5, 4], "rle")
     assert (mask_util.decode(rle).astype(bool) == ring).all() and area == 18.0
-    rle, area, fell_back = add_sam2_masks.encode_mask(np.zeros((10, 12), bool), [3, 2, 5, 4], "rle")
+    rle, area, fell_back = encode_mask(np.zeros((10, 12), bool), [3, 2, 5, 4], "rle")
     assert fell_back and area == 20.0 and mask_util.decode(rle)[2:6, 3:8].all()
 
 

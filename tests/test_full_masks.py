@@ -109,7 +109,7 @@ def test_soft_merge_from_runs_equals_dense_and_the_hand_computed_decay(way, monk
     runs = mask_overlaps.MaskRuns.from_chunks([(0, masks)], 3, masks.shape[1:])
     merged = ops.semantic_soft_merge_overlaps(
         mask_overlaps.run_self_overlaps(runs), labels, feats, scores)
-    dense = ops.semantic_soft_merge(masks, labels, feats, scores)
+    dense = ops.semantic_soft_merge_overlaps(ops.dense_self_overlaps(masks), labels, feats, scores)
     # B lies inside A (ios 1) at cosine 0.6: 0.8 * (1 - 0.6) ** 0.5; A and C share no pixel.
     want = torch.tensor([0.9, 0.8 * 0.4 ** 0.5, 0.7])
     assert torch.equal(merged, dense)

@@ -103,13 +103,19 @@ def _masks(shape, *regions):
     return out
 
 
+def _soft_merge(masks, labels, features, scores, exponent=0.5):
+    """The soft merging of masks held at full size, as the matcher runs it."""
+    return ops.semantic_soft_merge_overlaps(ops.dense_self_overlaps(masks), labels, features,
+                                            scores, exponent)
+
+
 def test_soft_merge_worked_example():
     # A: 4x4 = 16 px; B: 2x4 = 8 px inside A; C: same place as B but another class.
     masks = _masks((6, 6), (0, 4, 0, 4), (0, 2, 0, 4), (0, 2, 0, 4))
     labels = torch.tensor([0, 0, 1])
     feats = F.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.6, 0.8]]), dim=1)
     scores = torch.tensor([0.9, 0.8, 0.7])
-    out = ops.semantic_soft_merge(masks, labels, feats, scores, exponent=0.5)
+    out = _soft_merge(masks, labels, feats, scores, exponent=0.5)
     # B: IoS = 8/8 = 1, cos(A, B) = 0.6 -> 0.8 * sqrt(1 - 0.6); A (first) and C (alone) unchanged
     assert out.tolist() == pytest.approx([0.9, 0.8 * math.sqrt(0.4), 0.7], abs=1e-6)
 
@@ -120,15 +126,15 @@ def test_soft_merge_uses_ios_of_the_later_mask_only_and_does_not_cascade():
     labels = torch.zeros(3, dtype=torch.int64)
     feats = torch.tensor([[1.0, 0.0]] * 3)
     scores = torch.tensor([0.5, 0.6, 0.4])
-    out = ops.semantic_soft_merge(masks, labels, feats, scores)
+    out = _soft_merge(masks, labels, feats, scores)
     # L: IoS vs S = 4/16 -> 0.6 * sqrt(0.75); T: max(IoS vs S = 1, vs L = 1) -> 0
     assert out.tolist() == pytest.approx([0.5, 0.6 * math.sqrt(0.75), 0.0], abs=1e-6)
 
 
 def test_soft_merge_never_produces_nan_for_empty_masks():
     masks = _masks((4, 4), (0, 2, 0, 2), (0, 0, 0, 0))
-    out = ops.semantic_soft_merge(masks, torch.zeros(2, dtype=torch.int64),
-                                  torch.tensor([[1.0, 0.0]] * 2), torch.tensor([0.5, 0.4]))
+    out = _soft_merge(masks, torch.zeros(2, dtype=torch.int64),
+                      torch.tensor([[1.0, 0.0]] * 2), torch.tensor([0.5, 0.4]))
     assert not torch.isnan(out).any()
 
 

@@ -2,11 +2,9 @@
 Saves that survive a full disk and concurrent writers: every memory, metrics, results or report
 file is written through ``refseg_d2.utils.files.atomic_write``.
 """
-import glob
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 import torch

@@ -29,28 +29,17 @@ import json
 import logging
 import os
 
-import cv2
-import numpy as np
-import pycocotools.mask as mask_util
-import torch
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
-from PIL import Image
-from tqdm import tqdm
 
-from refseg_d2.data.datasets.common import atomic_write_json, file_signature, load_json
+from refseg_d2.data.box_masks import MASK_FORMATS, add_sam2_masks
+from refseg_d2.data.datasets.common import file_signature, load_json
 from refseg_d2.data.ground_truth import prepare_ground_truth
-from refseg_d2.data.mappers import pil_to_tensor, squash_resize
-from refseg_d2.engine import build_cfg, register_datasets
-from refseg_d2.engine.defaults import refseg_tool_parser
-from refseg_d2.modeling.ops import upsample_mask_logits
+from refseg_d2.engine.defaults import refseg_tool_parser, tool_setup
 from refseg_d2.modeling.proposals import SAM2Prompter, build_sam2_model
-from refseg_d2.utils.images import read_rgb
+from refseg_d2.utils.files import atomic_write
 
 logger = logging.getLogger("refseg_d2.add_sam2_masks")
-
-MASK_FORMATS = ("polygon", "rle")
-
 
 def parse_args(argv=None):
     p = refseg_tool_parser(__doc__)
@@ -100,142 +89,10 @@ def build_prompter(cfg):
     return prompter.to(cfg.MODEL.DEVICE).eval()
 
 
-def needs_mask(ann, overwrite):
-    return overwrite or not ann.get("segmentation")
-
-
-def image_masks(prompter, image, boxes_xywh, box_batch, upsample_chunk):
-    """
-    Args:
-        image: RGB PIL image at the annotations' size (W, H).
-        boxes_xywh: list of COCO boxes.
-    Returns:
-        (R, H, W) bool masks.
-    """
-    width, height = image.size
-    size = prompter.input_size
-    device = prompter.grid.device
-    sam_image = pil_to_tensor(squash_resize(image, size)).to(device).to(torch.float32)[None] / 255.0
-    boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in boxes_xywh], dtype=torch.float32)
-    boxes = boxes.to(device) * torch.tensor([size / width, size / height] * 2, device=device)
-    with torch.no_grad():
-        embedding, high_res = prompter.encode_image(sam_image)
-        out = []
-        for start in range(0, len(boxes), box_batch):
-            chunk = boxes[start : start + box_batch]
-            logits = prompter.decode_boxes(embedding, high_res, chunk)
-            out.append(upsample_mask_logits(logits, (height, width), upsample_chunk).cpu())
-    return torch.cat(out).numpy()
-
-
-def encode_mask(mask, bbox, mask_format="polygon"):
-    """
-    Args:
-        mask: (H, W) bool, SAM 2's mask; bbox: the annotation's COCO box.
-    Returns:
-        (segmentation, area, fell_back): polygons or RLE (str counts), the pixel count of
-        ``mask``, and whether the box replaced an empty result.
-    """
-    area = float(mask.sum())
-    x, y, w, h = bbox
-    if mask_format == "polygon":
-        contours, _ = cv2.findContours(
-            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-        )
-        polygons = [c.flatten().tolist() for c in contours]
-        polygons = [p for p in polygons if len(p) > 4]
-        if not polygons:
-            return [[x, y, x + w, y, x + w, y + h, x, y + h]], area, True
-        return polygons, area, False
-    fell_back = not mask.any()
-    if fell_back:
-        mask = np.zeros_like(mask)
-        mask[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = True
-        area = float(mask.sum())
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle, area, fell_back
-
-
-def read_progress(path, header):
-    """
-    The masks recorded in a progress file, {annotation index: [segmentation, area, fell_back]};
-    creates the file (with ``header``) when missing. A line cut by an interruption is skipped
-    and its image done again.
-    """
-    if not os.path.isfile(path):
-        with open(path, "w") as f:
-            f.write(json.dumps(header) + "\n")
-        return {}
-    with open(path) as f:
-        lines = f.read().split("\n")
-    if json.loads(lines[0]) != json.loads(json.dumps(header)):
-        raise ValueError(
-            "{} was written for another input or SAM 2 model; delete it to start over".format(path)
-        )
-    if lines[-1]:
-        with open(path, "a") as f:
-            f.write("\n")
-    done = {}
-    for line in lines[1:]:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # the last line of an interrupted write
-        done.update({int(k): v for k, v in record["masks"].items()})
-    return done
-
-
-def add_sam2_masks(data, image_root, prompter, progress_path, header, overwrite=False,
-                   box_batch=64, upsample_chunk=64, max_images=0, mask_format="polygon"):
-    """
-    Fill the masks of ``data`` (a COCO dict, changed in place) image by image, recording each
-    image in ``progress_path``.
-
-    Returns:
-        dict: "images" done in this call, "remaining" images, "masks", "box_fallbacks".
-    """
-    done = read_progress(progress_path, header)
-    per_image = {}
-    for index, ann in enumerate(data.get("annotations", [])):
-        if needs_mask(ann, overwrite):
-            per_image.setdefault(ann["image_id"], []).append(index)
-    images = {img["id"]: img for img in data.get("images", [])}
-    todo = [i for i in per_image if any(k not in done for k in per_image[i])]
-    stats = {"images": 0, "remaining": len(todo), "masks": 0, "box_fallbacks": 0}
-    with open(progress_path, "a") as progress:
-        for image_id in tqdm(todo, desc="SAM 2 masks"):
-            if max_images and stats["images"] >= max_images:
-                break
-            info = images[image_id]
-            image = read_rgb(os.path.join(image_root, info["file_name"]))
-            size = (int(info.get("width", image.width)), int(info.get("height", image.height)))
-            if image.size != size:
-                image = image.resize(size, Image.BICUBIC)
-            indices = per_image[image_id]
-            boxes = [data["annotations"][k]["bbox"] for k in indices]
-            masks = image_masks(prompter, image, boxes, box_batch, upsample_chunk)
-            record = {}
-            for k, mask, box in zip(indices, masks, boxes):
-                record[str(k)] = list(encode_mask(mask, box, mask_format))
-            progress.write(json.dumps({"image_id": image_id, "masks": record}) + "\n")
-            progress.flush()
-            done.update({int(k): v for k, v in record.items()})
-            stats["images"] += 1
-            stats["remaining"] -= 1
-    for k, (segmentation, area, _) in done.items():
-        data["annotations"][k]["segmentation"] = segmentation
-        data["annotations"][k]["area"] = area
-    stats["masks"] = len(done)
-    stats["box_fallbacks"] = sum(int(v[2]) for v in done.values())
-    return stats
-
-
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="refseg_d2")
-    register_datasets(args.register)
-    cfg = build_cfg(args.config_file, args.opts)
+    cfg = tool_setup(args)
     json_file, image_root, output = resolve_source(args)
     data = load_json(json_file, "--input")
     r = cfg.MODEL.REFSEG
@@ -259,7 +116,7 @@ def main(argv=None):
         info = data.setdefault("info", {})
         info["refseg_sam2_masks"] = dict(header["sam2"], masks=stats["masks"],
                                          mask_format=args.mask_format)
-    atomic_write_json(data, output)
+    atomic_write(output, lambda f: json.dump(data, f), mode="w", what="the annotations")
     os.remove(progress_path)
     logger.info("%d masks from SAM 2 (%d empty, replaced by their box) written to %s",
                 stats["masks"], stats["box_fallbacks"], output)

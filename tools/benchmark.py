@@ -25,25 +25,23 @@ process-lifetime peak (``getrusage``), which can only grow.
 import json
 import logging
 import os
-import random
-import resource
 import shutil
 import tempfile
-import threading
-import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
-from detectron2.data.datasets import register_coco_instances
 from detectron2.utils.logger import setup_logger
-from tabulate import tabulate
 
-from refseg_d2 import RefSegTargetMapper, RefSegTrainer, fill_memory
-from refseg_d2.engine import SweepRun, build_cfg, register_datasets, run_sweep
-from refseg_d2.engine.defaults import refseg_tool_parser
+from refseg_d2 import RefSegTrainer, fill_memory
+from refseg_d2.data.datasets.subsets import first_images, shots_subset
+from refseg_d2.data.reference_sources import register_coco_file
+from refseg_d2.engine import SweepRun, run_sweep
+from refseg_d2.engine.defaults import refseg_tool_parser, tool_setup
+from refseg_d2.reporting.speed import format_benchmark
 from refseg_d2.testing import make_demo_dataset
 from refseg_d2.testing.synthetic import make_split
+from refseg_d2.utils.peak_memory import PeakMemory
+from refseg_d2.utils.timing import clock, time_batches
 
 logger = logging.getLogger("refseg_d2.benchmark")
 
@@ -55,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--sweep", type=int, default=0,
                    help="also time a one-pass sweep of K runs against one run")
     p.add_argument("--shots", type=int, default=1, help="references per class in sweep runs")
-    p.add_argument("--output", default="output/benchmark", help="folder of the JSON and caches")
+    p.add_argument("--output", default="output/benchmark", help="folder of the JSON and the data")
     p.add_argument("--target-sizes", nargs="*", default=[], metavar="WxH",
                    help="also time inference on synthetic targets of these sizes, e.g. 640x480")
     p.add_argument("--size-images", type=int, default=1, help="images per target size")
@@ -76,103 +74,25 @@ def parse_size(text):
 
 
 def benchmark_cfg(args):
-    register_datasets(args.register)
-    cfg = build_cfg(args.config_file, args.opts, output_dir=args.output)
+    cfg = tool_setup(args, output_dir=args.output)
     if not cfg.DATASETS.TEST:
         data = make_demo_dataset(os.path.join(args.output, "data"))
         for name, split in (("bench_refs", data["refs"]), ("bench_targets", data["targets"])):
-            if name not in DatasetCatalog.list():
-                register_coco_instances(name, {}, split[0], split[1])
+            register_coco_file(name, *split)
         cfg.DATASETS.REFERENCE, cfg.DATASETS.TEST = ("bench_refs",), ("bench_targets",)
     return cfg
-
-
-def clock(device):
-    """time.perf_counter() after the device's queued work is done."""
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
-def _rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class PeakMemory:
-    """
-    Peak memory of one phase (a context manager); ``result`` after exit: cpu_rss_peak_mib
-    (sampled), cpu_rss_start_mib, process_max_rss_mib and, on CUDA, gpu_allocated_peak_mib and
-    gpu_reserved_peak_mib (peaks reset at entry).
-    """
-
-    def __init__(self, device, period=0.005):
-        self.cuda = str(device).startswith("cuda")
-        self.period = period
-        self.result = {}
-
-    def _sample(self):
-        while not self._stop.wait(self.period):
-            self._peak = max(self._peak, _rss_mib())
-
-    def __enter__(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        self._start = self._peak = _rss_mib()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            torch.cuda.synchronize()
-        self._stop.set()
-        self._thread.join()
-        self.result = {
-            "cpu_rss_peak_mib": max(self._peak, _rss_mib()),
-            "cpu_rss_start_mib": self._start,
-            "process_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        }
-        if self.cuda:
-            self.result["gpu_allocated_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-            self.result["gpu_reserved_peak_mib"] = torch.cuda.max_memory_reserved() / 2**20
-        return False
 
 
 def time_inference(cfg, model, num_images, warmup, dataset=None):
     """
     Run the model on the first images of ``dataset`` (default DATASETS.TEST[0]) through the
-    test loader (workers decode and squash images); per-stage seconds per image.
+    trainer's test loader (workers decode and squash images); per-stage seconds per image.
     """
-    device = cfg.MODEL.DEVICE
-    dicts = DatasetCatalog.get(dataset or cfg.DATASETS.TEST[0])[: warmup + num_images]
-    batch = cfg.MODEL.REFSEG.ACCEL.IMAGES_PER_BATCH
-    loader = build_detection_test_loader(dicts, mapper=RefSegTargetMapper(cfg), batch_size=batch,
-                                         num_workers=cfg.DATALOADER.NUM_WORKERS)
-    load, seen, start = 0.0, 0, None
-    with torch.no_grad():
-        it = iter(loader)
-        if warmup <= 0:
-            model.timer.reset()
-            start = clock(device)
-        while True:
-            t = clock(device)
-            try:
-                inputs = next(it)
-            except StopIteration:
-                break
-            if start is not None:
-                load += clock(device) - t
-            model(inputs)
-            seen += len(inputs)
-            if start is None and seen >= warmup:
-                model.timer.reset()
-                start = clock(device)
-        wall = clock(device) - start if start is not None else 0.0
-    n = max(model.timer.num_images, 1)
-    stages = OrderedDict([("image_loading", load / n)])
+    name = first_images(dataset or cfg.DATASETS.TEST[0], warmup + num_images)
+    loader = RefSegTrainer.build_test_loader(cfg, name)
+    timed = time_batches(model, loader, warmup, cfg.MODEL.DEVICE)
+    wall = timed["wall_s"]
+    stages = OrderedDict([("image_loading", timed["load_s"] / max(model.timer.num_images, 1))])
     stages.update(model.timer.per_image())
     return {"images": model.timer.num_images, "wall_s": wall,
             "images_per_s": model.timer.num_images / wall if wall > 0 else 0.0,
@@ -187,61 +107,12 @@ def time_target_sizes(cfg, model, args):
         key = "{}x{}".format(width, height)
         name = "bench_size_{}".format(key)
         split = make_split(root, name, args.size_images, seed=width * 7 + height, size=(width, height))
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-        register_coco_instances(name, {}, split[0], split[1])
+        register_coco_file(name, *split)
         with PeakMemory(cfg.MODEL.DEVICE) as peak:
             result = time_inference(cfg, model, args.size_images, 0, dataset=name)
         result["peak_memory"] = peak.result
         out[key] = result
     return out
-
-
-def subset_dataset(name, shots, seed):
-    """Register NAME_bench_shot<k>_seed<s>: at most ``shots`` annotations per class, seeded."""
-    new = "{}_bench_{}shot_seed{}".format(name, shots, seed)
-    if new in DatasetCatalog.list():
-        return new
-
-    def load():
-        dicts = DatasetCatalog.get(name)
-        by_class = defaultdict(list)
-        for i, d in enumerate(dicts):
-            for j, a in enumerate(d.get("annotations", [])):
-                if not a.get("iscrowd", 0):
-                    by_class[a["category_id"]].append((i, j))
-        rng = random.Random(seed)
-        chosen = set()
-        for c in sorted(by_class):
-            chosen.update(rng.sample(by_class[c], min(shots, len(by_class[c]))))
-        out = []
-        for i, d in enumerate(dicts):
-            anns = [a for j, a in enumerate(d.get("annotations", [])) if (i, j) in chosen]
-            if anns:
-                out.append(dict(d, annotations=anns))
-        return out
-
-    DatasetCatalog.register(new, load)
-    meta = MetadataCatalog.get(name)
-    DatasetCatalog.get(name)  # sets the category metadata of COCO-format datasets
-    MetadataCatalog.get(new).set(
-        thing_classes=meta.thing_classes,
-        thing_dataset_id_to_contiguous_id=meta.get("thing_dataset_id_to_contiguous_id", None)
-        or {i: i for i in range(len(meta.thing_classes))},
-    )
-    return new
-
-
-def first_images(name, num_images):
-    """Register NAME_bench_first<N>: the first ``num_images`` images of ``name``, same metadata."""
-    new = "{}_bench_first{}".format(name, num_images)
-    if new not in DatasetCatalog.list():
-        DatasetCatalog.register(new, lambda: DatasetCatalog.get(name)[:num_images])
-        DatasetCatalog.get(name)  # sets the category metadata of COCO-format datasets
-        meta = {k: v for k, v in MetadataCatalog.get(name).as_dict().items() if k != "name"}
-        MetadataCatalog.get(new).set(**meta)
-    return new
 
 
 def sweep(cfg, model, args):
@@ -258,7 +129,7 @@ def sweep(cfg, model, args):
 
     def timed(num_runs):
         runs = [SweepRun("{}shot_seed{}".format(args.shots, seed),
-                         (subset_dataset(ref, args.shots, seed),),
+                         (shots_subset(ref, args.shots, seed),),
                          os.path.join(folder, "{}_runs".format(num_runs), "seed{}".format(seed)))
                 for seed in range(num_runs)]
         start = clock(cfg.MODEL.DEVICE)
@@ -313,23 +184,7 @@ def main(argv=None):
         peaks["sweep"] = peak.result
     report["peak_memory"] = peaks
 
-    rows = [[k, "{:.4f}".format(v)] for k, v in report["inference"]["per_image_s"].items()]
-    rows.append(["total (per image)", "{:.4f}".format(sum(report["inference"]["per_image_s"].values()))])
-    print(tabulate(rows, headers=["stage", "seconds / image"], tablefmt="pipe"))
-    print("images/s: {:.3f}  ({} images)".format(
-        report["inference"]["images_per_s"], report["inference"]["images"]))
-    print(tabulate([[phase] + ["{:.0f}".format(v) for v in p.values()] for phase, p in peaks.items()],
-                   headers=["peak memory (MiB)"] + list(peaks["inference"]), tablefmt="pipe"))
-    for key, r in report.get("target_sizes", {}).items():
-        print("target {}: {:.3f} s/image, peak {}".format(
-            key, sum(r["per_image_s"].values()),
-            ", ".join("{} {:.0f}".format(k, v) for k, v in r["peak_memory"].items())))
-    if args.sweep:
-        s = report["sweep"]
-        print("one-pass sweep of {} runs on {} images: {:.1f}s = {:.2f} x one run ({:.1f}s); from "
-              "its own phases: {:.2f} x one run".format(
-                  args.sweep, s["images"], s["sweep_s"], s["sweep_over_single_run"],
-                  s["single_run_s"], s["sweep_phases"]["sweep_over_one_run"]))
+    print(format_benchmark(report))
     path = os.path.join(args.output, "benchmark.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=2)

@@ -32,9 +32,9 @@ from detectron2.utils.logger import setup_logger
 from PIL import Image
 from tqdm import tqdm
 
-from refseg_d2.data.reference_sources import add_reference_arguments, register_from_args
-from refseg_d2.engine import build_cfg, register_datasets
-from refseg_d2.engine.defaults import refseg_tool_parser
+from refseg_d2.engine.defaults import (
+    add_reference_arguments, refseg_tool_parser, register_from_args, tool_setup,
+)
 from refseg_d2.predictor import RefSegPredictor
 from refseg_d2.utils.images import is_image_file, read_rgb
 from refseg_d2.utils.visualization import draw_predictions, output_path
@@ -74,13 +74,6 @@ def collect_inputs(specs):
                                     "images)".format(spec))
         files.extend(found)
     return list(dict.fromkeys(files))
-
-
-def setup_cfg(args):
-    register_datasets(args.register)
-    cfg = build_cfg(args.config_file, args.opts, output_dir=args.output)
-    cfg.freeze()
-    return cfg
 
 
 def build_predictor(cfg, args):
@@ -166,7 +159,8 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
     setup_logger(output=args.output, name="refseg_d2")
-    cfg = setup_cfg(args)
+    cfg = tool_setup(args, output_dir=args.output)
+    cfg.freeze()
     files = collect_inputs(args.input)
     logger.info("%d input images", len(files))
     predictor = build_predictor(cfg, args)

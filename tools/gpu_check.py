@@ -23,14 +23,16 @@ import time
 from collections import OrderedDict
 
 import torch
-from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data import MetadataCatalog
 from tabulate import tabulate
 
-from refseg_d2 import RefSegTargetMapper, RefSegTrainer, add_refseg_config, fill_memory
+from refseg_d2 import RefSegTrainer, fill_memory
+from refseg_d2.data.reference_sources import register_coco_file
+from refseg_d2.engine import build_cfg
+from refseg_d2.evaluation.agreement import match_share
 from refseg_d2.testing.random_weights import write_random_checkpoints
 from refseg_d2.testing.synthetic import make_split
+from refseg_d2.utils.timing import clock, time_batches
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER = {"config": "configs/Base-RefSeg.yaml", "sam2": "configs/sam2/sam2_hiera_l.yaml",
@@ -45,7 +47,6 @@ MODES = OrderedDict([
     ("bf16_compile", ["MODEL.REFSEG.SAM2.DECODER", "shared", "MODEL.REFSEG.ACCEL.AMP", "bf16",
                       "MODEL.REFSEG.ACCEL.COMPILE", True]),
 ])
-MASK_IOU, SCORE_TOL = 0.98, 1e-3
 
 
 def parse_args(argv=None):
@@ -78,10 +79,7 @@ def prepare(args):
               "gpu_check_targets": make_split(data, "targets", args.warmup + args.num_images, seed=1,
                                               size=(640, 480), first_image_id=101)}
     for name, split in splits.items():
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-        register_coco_instances(name, {}, split[0], split[1])
+        register_coco_file(name, *split)
     opts = ["MODEL.REFSEG.SAM2.WEIGHTS", weights[0], "MODEL.REFSEG.ENCODER.WEIGHTS", weights[1],
             "MODEL.DEVICE", args.device, "DATASETS.REFERENCE", ("gpu_check_refs",),
             "DATASETS.TEST", ("gpu_check_targets",), "DATALOADER.NUM_WORKERS", 2,
@@ -89,20 +87,7 @@ def prepare(args):
     return setup, opts, splits
 
 
-def build_cfg(setup, opts, mode_opts, output_dir):
-    cfg = get_cfg()
-    add_refseg_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, setup["config"]))
-    cfg.merge_from_list(list(opts) + list(mode_opts) + ["OUTPUT_DIR", output_dir])
-    return cfg
-
-
-def _sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def run_mode(cfg, num_images, warmup):
+def run_mode(cfg, warmup):
     """Build, fill the memory, time the targets; returns (report, predictions per image)."""
     device = cfg.MODEL.DEVICE
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
@@ -114,24 +99,14 @@ def run_mode(cfg, num_images, warmup):
         start = time.perf_counter()
         model = RefSegTrainer.build_model(cfg)
         fill_memory(cfg, model)
-        _sync(device)
-        setup_s = time.perf_counter() - start
-        loader = build_detection_test_loader(DatasetCatalog.get(cfg.DATASETS.TEST[0]),
-                                             mapper=RefSegTargetMapper(cfg), num_workers=0)
-        predictions, wall = [], 0.0
-        with torch.no_grad():
-            for i, inputs in enumerate(loader):
-                if i == warmup:
-                    model.timer.reset()
-                _sync(device)
-                t = time.perf_counter()
-                out = model(inputs)[0]["instances"].to("cpu")
-                _sync(device)
-                if i >= warmup:
-                    wall += time.perf_counter() - t
-                    predictions.append(out)
+        setup_s = clock(device) - start
+        loader = RefSegTrainer.build_test_loader(cfg, cfg.DATASETS.TEST[0])
+        timed = time_batches(model, loader, warmup, device,
+                             keep=lambda outputs: [o["instances"].to("cpu") for o in outputs])
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    predictions = [p for batch in timed["kept"] for p in batch]
+    wall = timed["model_s"]
     report = {"setup_s": setup_s, "per_image_s": model.timer.per_image(),
               "images": len(predictions), "images_per_s": len(predictions) / wall if wall else 0.0}
     if device.startswith("cuda"):
@@ -139,31 +114,6 @@ def run_mode(cfg, num_images, warmup):
         report["peak_gpu_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
     del model
     return report, predictions
-
-
-def match_share(reference, other):
-    """
-    Share of predictions matched one for one (same class, mask IoU >= 0.98, score within
-    1e-3), greedily in the reference's order; unmatched predictions on either side count.
-    """
-    matched = total = 0
-    for ref, got in zip(reference, other):
-        used = set()
-        for i in range(len(ref)):
-            for j in range(len(got)):
-                if j in used or int(got.pred_classes[j]) != int(ref.pred_classes[i]):
-                    continue
-                if abs(float(got.scores[j]) - float(ref.scores[i])) > SCORE_TOL:
-                    continue
-                a, b = ref.pred_masks[i], got.pred_masks[j]
-                union = int((a | b).sum())
-                iou = int((a & b).sum()) / union if union else 1.0
-                if iou >= MASK_IOU:
-                    used.add(j)
-                    matched += 1
-                    break
-        total += max(len(ref), len(got))
-    return matched / total if total else 1.0
 
 
 def multi_gpu_run(args, setup, opts):
@@ -174,7 +124,7 @@ def multi_gpu_run(args, setup, opts):
     for name in ("gpu_check_refs", "gpu_check_targets"):
         meta = MetadataCatalog.get(name)
         cmd += ["--register", name, meta.json_file, meta.image_root]
-    cmd += [str(v) if not isinstance(v, tuple) else str(v).replace(",)", ",)") for v in opts]
+    cmd += [str(v) for v in opts]
     cmd += ["MODEL.REFSEG.SAM2.DECODER", "shared", "OUTPUT_DIR", out]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -188,8 +138,9 @@ def main(argv=None):
     setup, opts, _ = prepare(args)
     modes, reference = OrderedDict(), None
     for name in args.modes:
-        cfg = build_cfg(setup, opts, MODES[name], os.path.join(args.output, name))
-        report, predictions = run_mode(cfg, args.num_images, args.warmup)
+        cfg = build_cfg(os.path.join(REPO, setup["config"]), opts + MODES[name],
+                        output_dir=os.path.join(args.output, name))
+        report, predictions = run_mode(cfg, args.warmup)
         reference = predictions if reference is None else reference
         report["agreement"] = match_share(reference, predictions)
         report["detections"] = sum(len(p) for p in predictions)

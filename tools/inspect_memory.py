@@ -21,11 +21,8 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-from refseg_d2.data.reference_sources import (
-    add_reference_arguments,
-    reference_provenance,
-    register_from_args,
-)
+from refseg_d2.data.reference_sources import reference_provenance
+from refseg_d2.engine.defaults import add_reference_arguments, register_from_args
 from refseg_d2.modeling.memory import load_memory
 from refseg_d2.modeling.memory.report import build_report, format_report
 from refseg_d2.reporting import memory_crop_sheet

@@ -36,28 +36,27 @@ interval 1.96 std / sqrt(n) that FsDet reports) and ``OUTPUT_DIR/results.png`` /
 +- std against the shot count, next to the published baselines of the benchmark,
 ``refseg_d2/reporting/baselines.json``). ``--aggregate-only`` only rebuilds them.
 """
-import csv
 import json
 import logging
-import math
 import os
 import re
 from collections import OrderedDict
 
-import numpy as np
 from detectron2.engine import launch
 from detectron2.utils import comm
 
 from refseg_d2 import RefSegTrainer
-from refseg_d2.engine import SweepRun, build_cfg, refseg_argument_parser, run_sweep, setup
-from refseg_d2.reporting import benchmark_for, summary_rows, try_write_run_report, write_sweep_figures
+from refseg_d2.data.datasets import unregistered
+from refseg_d2.engine import SweepRun, refseg_argument_parser, run_sweep, setup
+from refseg_d2.engine.defaults import tool_setup
+from refseg_d2.reporting import (
+    benchmark_for, collect_runs, select_metrics, summary_rows, try_write_run_report,
+    write_sweep_figures, write_tables,
+)
 from refseg_d2.utils.files import atomic_write
 
 logger = logging.getLogger("refseg_d2.sweep")
 
-DEFAULT_METRICS = (
-    "bbox/AP", "bbox/AP50", "segm/AP", "segm/AP50", "voc07_bbox/AP50", "sem_seg/mIoU",
-)
 _SHOT = re.compile(r"(?<=_)\d+shot(?=_|$)")
 _SEED = re.compile(r"(?<=_)seed\d+(?=_|$)")
 
@@ -115,7 +114,8 @@ def run_name(shots, seed):
 
 
 def load_config(args):
-    return build_cfg(args.config_file, args.opts)
+    """The sweep's config, its ``--register`` datasets registered."""
+    return tool_setup(args)
 
 
 def plan_runs(args, references):
@@ -148,7 +148,6 @@ def check_manifest(args):
     if os.path.isfile(path):
         with open(path) as f:
             old = json.load(f)
-        old.pop("proposal_cache", None)   # sweeps from before the one-pass sweep
         if old != manifest:
             raise ValueError(
                 "{} holds a sweep of {}; this one is {}. Use another --output-dir.".format(
@@ -157,6 +156,29 @@ def check_manifest(args):
             )
         return
     atomic_write(path, lambda f: json.dump(manifest, f, indent=2), mode="w")
+
+
+def check_datasets(cfg, runs):
+    """
+    Raise before any model is built when a reference or test dataset of the sweep is not
+    registered; the error names each unknown dataset with the option that named it.
+    """
+    named = OrderedDict()
+    shots_flag = "--shots/--seeds (substituted into DATASETS.REFERENCE {})".format(
+        list(cfg.DATASETS.REFERENCE))
+    for shots, _, _, names in runs:
+        for name in names:
+            named.setdefault(name, "--references" if shots is None else shots_flag)
+    for name in cfg.DATASETS.TEST:
+        named.setdefault(name, "DATASETS.TEST")
+    by_flag = OrderedDict()
+    for name in unregistered(list(named)):
+        by_flag.setdefault(named[name], []).append(name)
+    if by_flag:
+        raise ValueError("Datasets not registered (register one with --register NAME JSON "
+                         "IMAGE_ROOT): {}".format("; ".join(
+                             "{}: {}".format(flag, ", ".join(repr(n) for n in names))
+                             for flag, names in by_flag.items())))
 
 
 def run_config(cfg, run):
@@ -199,113 +221,13 @@ def sweep_worker(args, runs):
                      on_finished=None if args.no_report else write_report)
 
 
-def flatten(results):
-    """{"bbox": {"AP": x}} -> {"bbox/AP": x} (numbers only)."""
-    return OrderedDict(
-        ("{}/{}".format(task, key), float(value))
-        for task, res in results.items() if isinstance(res, dict)
-        for key, value in res.items() if isinstance(value, (int, float))
-    )
-
-
-def collect(runs):
-    """
-    {shots: OrderedDict(seed: flat metrics)} of the finished shots x seeds runs, and
-    {set name: OrderedDict(None: flat metrics)} of the finished ``--references`` runs.
-    """
-    table, sets = OrderedDict(), OrderedDict()
-    for k, seed, run_dir, _ in runs:
-        path = os.path.join(run_dir, "metrics.json")
-        if not os.path.isfile(path):
-            logger.warning("%s has no metrics.json: left out of the table", run_dir)
-            continue
-        with open(path) as f:
-            flat = flatten(json.load(f))
-        if k is None:
-            sets[os.path.basename(run_dir)] = OrderedDict([(None, flat)])
-        else:
-            table.setdefault(k, OrderedDict())[seed] = flat
-    return table, sets
-
-
-def select_metrics(table, wanted):
-    present = [m for per_seed in table.values() for flat in per_seed.values() for m in flat]
-    present = list(OrderedDict.fromkeys(present))
-    if wanted == ["all"]:
-        return [m for m in present if "-" not in m.split("/", 1)[-1]]
-    if wanted:
-        return wanted
-    return [m for m in DEFAULT_METRICS if m in present]
-
-
-def statistics(values):
-    """mean, sample std (ddof 1; NaN for one value), n, 95% CI half-width (1.96 std / sqrt n)."""
-    v = np.asarray(values, dtype=np.float64)
-    std = float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
-    return float(np.mean(v)), std, len(v), 1.96 * std / math.sqrt(len(v))
-
-
-def _cell(mean, std):
-    return "{:.1f}".format(mean) if math.isnan(std) else "{:.1f} ± {:.1f}".format(mean, std)
-
-
-def write_tables(output_dir, config_file, table, metrics, sets=None):
-    """results.md (shots x seeds, then the --references sets) and results.csv (shots x seeds)."""
-    seeds = list(OrderedDict.fromkeys(s for per_seed in table.values() for s in per_seed))
-    csv_rows, summary = [], []
-    for k, per_seed in table.items():
-        row = ["{}".format(k), str(len(per_seed))]
-        for m in metrics:
-            values = [flat[m] for flat in per_seed.values() if m in flat]
-            if not values:
-                row.append("-")
-                continue
-            mean, std, n, ci = statistics(values)
-            row.append(_cell(mean, std))
-            per_seed_values = [per_seed.get(s, {}).get(m, "") for s in seeds]
-            csv_rows.append([k, m, n, mean, std, ci] + per_seed_values)
-        summary.append(row)
-    lines = ["# Sweep of {}".format(config_file)]
-    if table:
-        lines += [
-            "", "Mean ± sample standard deviation over seeds (percent).", "",
-            "| shots | seeds | " + " | ".join(metrics) + " |",
-            "|---" * (len(metrics) + 2) + "|",
-        ] + ["| " + " | ".join(r) + " |" for r in summary]
-    if sets:
-        lines += ["", "## Reference sets", "", "| reference set | " + " | ".join(metrics) + " |",
-                  "|---" * (len(metrics) + 1) + "|"]
-        for name, runs in sets.items():
-            cells = ["{:.1f}".format(runs[None][m]) if m in runs[None] else "-" for m in metrics]
-            lines.append("| {} | {} |".format(name, " | ".join(cells)))
-    for m in metrics if table else []:
-        lines += ["", "## {} per seed".format(m), "",
-                  "| shots | " + " | ".join(str(s) for s in seeds) + " | mean ± std |",
-                  "|---" * (len(seeds) + 2) + "|"]
-        for k, per_seed in table.items():
-            values = [per_seed[s][m] for s in seeds if s in per_seed and m in per_seed[s]]
-            cells = ["{:.1f}".format(per_seed[s][m]) if s in per_seed and m in per_seed[s] else "-"
-                     for s in seeds]
-            total = _cell(*statistics(values)[:2]) if values else "-"
-            lines.append("| {} | {} | {} |".format(k, " | ".join(cells), total))
-    atomic_write(os.path.join(output_dir, "results.md"),
-                 lambda f: f.write("\n".join(lines) + "\n"), mode="w")
-
-    def write_csv(f):
-        writer = csv.writer(f)
-        header = ["shots", "metric", "n", "mean", "std", "ci95"]
-        writer.writerow(header + ["seed_{}".format(s) for s in seeds])
-        writer.writerows(csv_rows)
-
-    atomic_write(os.path.join(output_dir, "results.csv"), write_csv, mode="w")
-    return "\n".join(lines)
-
-
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
     cfg = load_config(args)
     runs = plan_runs(args, list(cfg.DATASETS.REFERENCE))
+    if not args.aggregate_only:
+        check_datasets(cfg, runs)
     check_manifest(args)
     if not args.aggregate_only:
         launch(
@@ -316,7 +238,7 @@ def main(argv=None):
             dist_url=args.dist_url,
             args=(args, runs),
         )
-    table, sets = collect(runs)
+    table, sets = collect_runs([(k, seed, run_dir) for k, seed, run_dir, _ in runs])
     if not table and not sets:
         raise RuntimeError("No finished run under {}".format(args.output_dir))
     metrics = select_metrics(OrderedDict(list(table.items()) + list(sets.items())), args.metrics)

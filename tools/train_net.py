@@ -13,9 +13,7 @@ best and worst images; --no-report skips it).
         --register my_refs refs.json ref_images/ --register my_test test.json test_images/ \\
         DATASETS.REFERENCE '("my_refs",)' DATASETS.TEST '("my_test",)'
 """
-import json
 import logging
-import os
 
 from detectron2.engine import launch
 from detectron2.evaluation import verify_results
@@ -23,8 +21,8 @@ from detectron2.utils import comm
 
 from refseg_d2 import RefSegCheckpointer, RefSegTrainer, ensure_memory
 from refseg_d2.engine import refseg_argument_parser, setup
+from refseg_d2.engine.defaults import write_metrics
 from refseg_d2.reporting import try_write_run_report
-from refseg_d2.utils.files import atomic_write
 
 logger = logging.getLogger("refseg_d2")
 
@@ -40,21 +38,11 @@ def main(args):
         ensure_memory(cfg, model, force=True)
     res = RefSegTrainer.test(cfg, model)
     if comm.is_main_process():
-        write_metrics(cfg, res)
+        logger.info("Metrics written to %s", write_metrics(cfg.OUTPUT_DIR, res))
         if not getattr(args, "no_report", False):
             try_write_run_report(cfg, model, res)   # warns, never fails the run
         verify_results(cfg, res)
     return res
-
-
-def write_metrics(cfg, results):
-    """
-    Write the evaluation results to OUTPUT_DIR/metrics.json (for scripts and sweeps), atomically:
-    a sweep takes a run with a metrics.json as finished.
-    """
-    path = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
-    atomic_write(path, lambda f: json.dump(results, f, indent=2), mode="w")
-    logger.info("Metrics written to %s", path)
 
 
 def get_parser():

@@ -11,9 +11,10 @@ import logging
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.structures import BoxMode, Boxes, Instances
+from detectron2.structures import Boxes, Instances
 from PIL import Image
 
+from ..utils.geometry import bbox_xywh, context_crop_window
 from ..utils.images import read_rgb
 from ..utils.masks import decode_segmentation, has_segmentation, segmentation_rle
 
@@ -73,27 +74,6 @@ class RefSegTargetMapper:
         d.pop("annotations", None)
         d.pop("sem_seg_file_name", None)
         return d
-
-
-def context_crop_window(box_xywh, width, height, context_ratio):
-    """
-    The reference crop around a box, computed exactly as the reference does (Python floats,
-    ``int()`` truncation): the box corners are truncated to ints, the crop is a square of side
-    (1 + context_ratio) * max(box w, box h) centred on the box, clipped to the image.
-
-    Returns:
-        (x0, y0, x1, y1) ints, the crop is image[y0:y1, x0:x1].
-    """
-    x, y, w, h = (float(v) for v in box_xywh)
-    bx0, by0, bx1, by1 = int(x), int(y), int(x + w), int(y + h)
-    cx, cy = (bx0 + bx1) * 0.5, (by0 + by1) * 0.5
-    side = max(bx1 - bx0, by1 - by0) * (1.0 + context_ratio)
-    return (
-        max(0, int(cx - side * 0.5)),
-        max(0, int(cy - side * 0.5)),
-        min(width, int(cx + side * 0.5)),
-        min(height, int(cy + side * 0.5)),
-    )
 
 
 class RefSegReferenceMapper:
@@ -216,8 +196,3 @@ class RefSegReferenceMapper:
             out["sam_image"] = pil_to_tensor(squash_resize(image, self.sam_input_size))
         return out
 
-
-def bbox_xywh(ann):
-    """The box of a dataset-dict annotation as [x, y, w, h] floats (any ``bbox_mode``)."""
-    mode = ann.get("bbox_mode", BoxMode.XYWH_ABS)
-    return [float(v) for v in BoxMode.convert(list(ann["bbox"]), mode, BoxMode.XYWH_ABS)]

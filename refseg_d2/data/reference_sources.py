@@ -34,6 +34,7 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
 from ..modeling.memory.records import ReferenceRecord
+from ..utils.catalog import unregister
 from ..utils.files import read_json
 from ..utils.images import image_size, is_image_file, read_mask
 from ..utils.masks import decode_segmentation, encode_mask, segmentation_rle
@@ -173,9 +174,7 @@ def register_reference_dicts(name, dicts, class_ids, class_names):
     Register dataset dicts with contiguous category ids under ``name`` (replacing an earlier
     registration), with the metadata ``fill_memory`` reads.
     """
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    unregister(name)
     frozen = list(dicts)
     DatasetCatalog.register(name, lambda: [dict(d) for d in frozen])
     MetadataCatalog.get(name).set(
@@ -192,9 +191,7 @@ def register_coco_file(name, json_file, image_root):
     as ``register_coco_instances`` does, keeping each annotation's "id" so that messages can
     name it.
     """
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    unregister(name)
     DatasetCatalog.register(
         name, lambda: load_coco_json(json_file, image_root, name, extra_annotation_keys=["id"])
     )
@@ -224,26 +221,6 @@ def register_reference_source(name, kind, path, image_root=None):
     return register_reference_dicts(name, dicts, class_ids, class_names)
 
 
-def add_reference_arguments(parser, required=False):
-    """Add the mutually exclusive --ref-coco / --ref-boxes / --ref-folder options to ``parser``."""
-    group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument("--ref-coco", nargs=2, metavar=("JSON", "IMAGE_ROOT"),
-                       help="references: a COCO-format file and its image folder")
-    group.add_argument("--ref-boxes", metavar="JSON", help="references: a box-only JSON file")
-    group.add_argument("--ref-folder", metavar="DIR",
-                       help="references: <DIR>/<class>/<image> and <image stem>_mask.png")
-    return group
-
-
-def register_from_args(args, name):
-    """Register the source named by :func:`add_reference_arguments` options; None if none given."""
-    if args.ref_coco:
-        return register_reference_source(name, "coco", args.ref_coco[0], args.ref_coco[1])
-    if args.ref_boxes:
-        return register_reference_source(name, "boxes", args.ref_boxes)
-    if args.ref_folder:
-        return register_reference_source(name, "folder", args.ref_folder)
-    return None
 
 
 def reference_provenance(dicts, num_classes, context_ratio, apply_exif=False):

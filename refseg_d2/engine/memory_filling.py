@@ -19,13 +19,9 @@ from ..data.datasets import resolve_datasets
 from ..data.mappers import RefSegReferenceMapper
 from ..data.validation import validate_references
 from ..modeling.memory import MemoryBank, RefSegCheckpointer, record_statistics
+from ..utils.distributed import unwrap_model
 
 logger = logging.getLogger(__name__)
-
-
-def unwrap_model(model):
-    """The model inside a DistributedDataParallel wrapper, or the model itself."""
-    return model.module if hasattr(model, "module") else model
 
 
 def dataset_classes(dataset_name):

@@ -23,7 +23,6 @@ per detection, so 100 detections x 5000 images ~ 0.5 GB per run) and its ground 
 ``runs_per_pass`` bounds how many runs share one pass; each further pass computes the proposals
 again.
 """
-import json
 import logging
 import os
 import time
@@ -38,15 +37,15 @@ from detectron2.utils.logger import log_every_n_seconds
 from tqdm import tqdm
 
 from ..modeling.memory import save_memory
-from ..utils.files import atomic_write
+from ..utils.distributed import unwrap_model
 from ..utils.timing import StageTimer
-from .memory_filling import check_memory_matches, unwrap_model
+from .defaults import METRICS_FILE, write_metrics
+from .memory_filling import check_memory_matches
 from .memory_sets import build_memories
 from .trainer import RefSegTrainer, load_test_dataset
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 
 
 class SweepRun(namedtuple("SweepRun", ["name", "references", "output_dir"])):
@@ -73,12 +72,6 @@ def pending_runs(runs):
         done = [r.name for r in runs if os.path.isfile(r.metrics_file)]
     done = set(comm.all_gather(done)[0])
     return [r for r in runs if r.name not in done]
-
-
-def write_metrics(run, results):
-    """Write a run's results to its metrics.json, atomically (the run's completion marker)."""
-    atomic_write(run.metrics_file, lambda f: json.dump(results, f, indent=2), mode="w")
-    logger.info("%s: metrics written to %s", run.name, run.metrics_file)
 
 
 def run_sweep(cfg, model, runs, runs_per_pass=0, on_finished=None):
@@ -188,7 +181,8 @@ def evaluate_runs(cfg, model, runs, memories, timer, what, tests, on_finished=No
                     list(run_results.values())[0] if len(run_results) == 1 else run_results
                 )
                 if comm.is_main_process():
-                    write_metrics(run, results[run.name])
+                    path = write_metrics(run.output_dir, results[run.name])
+                    logger.info("%s: metrics written to %s", run.name, path)
                     _after_run(on_finished, run, results[run.name], memories[run.name])
         del evaluators
     comm.synchronize()

@@ -11,7 +11,8 @@ from detectron2.utils import comm
 from ..data.datasets import resolve_datasets
 from ..data.mappers import RefSegTargetMapper
 from ..evaluation import build_evaluator
-from .memory_filling import check_image_files, check_memory_matches, ensure_memory, unwrap_model
+from ..utils.distributed import unwrap_model
+from .memory_filling import check_image_files, check_memory_matches, ensure_memory
 
 logger = logging.getLogger(__name__)
 

@@ -228,20 +228,6 @@ def semantic_soft_merge_overlaps(overlaps, labels, features, scores, exponent=0.
     return scores * factor
 
 
-def semantic_soft_merge(masks, labels, features, scores, exponent=0.5):
-    """
-    :func:`semantic_soft_merge_overlaps` of masks held at full size.
-
-    Args:
-        masks: (n, H, W) bool at the original resolution; labels (n,), features (n, D),
-            scores (n,), exponent as there.
-    Returns:
-        (n,) decayed scores.
-    """
-    return semantic_soft_merge_overlaps(dense_self_overlaps(masks), labels, features, scores,
-                                        exponent)
-
-
 def select_top_k(scores, k):
     """
     Indices of the k highest scores, highest first (the final top-100 of the method).

@@ -5,7 +5,7 @@ seeds on import, any other seed by name with ``resolve_datasets`` or
 ``register_reference_dataset``), and the helpers they are built with.
 """
 from . import builtin as _builtin  # noqa: F401  registers the benchmark datasets
-from .builtin import register_all, register_reference_dataset, resolve_datasets
+from .builtin import register_all, register_reference_dataset, resolve_datasets, unregistered
 from .cdfsod import CDFSOD_DATASETS
 from .coco20i import split_category_ids
 from .coco_fsod import COCO_THING_CLASSES, NOVEL_IDS, PAPER_SEEDS
@@ -19,5 +19,5 @@ __all__ = [
     "BASE_IDS", "CDFSOD_DATASETS", "COCO_THING_CLASSES", "FSDET_SEEDS", "FSDET_SHOTS",
     "LVIS_V1_CLASSES", "NOVEL_CLASSES", "NOVEL_IDS", "PAPER_SEEDS", "VOC_CLASSES",
     "is_valid_annotation", "picks_to_coco", "register_all", "register_reference_dataset",
-    "resolve_datasets", "sample_references", "split_category_ids", "voc_to_coco",
+    "resolve_datasets", "sample_references", "split_category_ids", "unregistered", "voc_to_coco",
 ]

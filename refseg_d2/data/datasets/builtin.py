@@ -137,6 +137,14 @@ def resolve_datasets(names, root=None):
     return names
 
 
+def unregistered(names, root=None):
+    """
+    The names among ``names`` that are not registered datasets once the seeded reference sets
+    among them are (:func:`resolve_datasets`), in order. Opens no file.
+    """
+    return [name for name in resolve_datasets(names, root) if name not in DatasetCatalog]
+
+
 if __name__.endswith(".builtin"):
     # Registered on import, without reading anything (the path may not exist yet).
     register_all(datasets_root())

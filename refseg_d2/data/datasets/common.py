@@ -12,13 +12,12 @@ parameters it was built with; a change of either rebuilds it.
 import json
 import logging
 import os
-import tempfile
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from iopath.common.file_io import file_lock
 
-from ...utils.files import read_json
+from ...utils.files import atomic_write, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +53,6 @@ def load_json(path, what):
     return read_json(require_file(path, what), what + ":")
 
 
-def atomic_write_json(obj, path):
-    """Write ``obj`` as JSON to ``path`` through a temporary file and an atomic rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def file_signature(path):
     """What a derived file depends on in a source file: real path, size, modification time."""
     st = os.stat(path)
@@ -96,8 +80,10 @@ def derived_json(path, sources, params, build):
             except ValueError:
                 pass
         logger.info("Writing %s", path)
-        atomic_write_json(build(), path)
-        atomic_write_json(signature, sidecar)
+        data = build()
+        atomic_write(path, lambda f: json.dump(data, f), mode="w", what="a derived dataset file")
+        atomic_write(sidecar, lambda f: json.dump(signature, f), mode="w",
+                     what="a derived dataset file")
     return path
 
 

@@ -36,6 +36,7 @@ from detectron2.data.datasets.lvis import (
 )
 from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
+from ...utils.catalog import unregister
 from .common import cache_root
 from .sampling import sampled_references_json
 
@@ -67,8 +68,7 @@ def register_lvis_v1_val(root):
     if TEST_NAME in DatasetCatalog.list():
         if MetadataCatalog.get(TEST_NAME).get("json_file", None) == paths["val_json"]:
             return
-        DatasetCatalog.remove(TEST_NAME)
-        MetadataCatalog.remove(TEST_NAME)
+        unregister(TEST_NAME)
     register_lvis_instances(TEST_NAME, get_lvis_instances_meta(TEST_NAME), paths["val_json"],
                             paths["image_root"])
 

@@ -156,11 +156,37 @@ class ReferenceEncoder:
                     inputs.get("file_name", "?")
                 )
             )
-        height, width = inputs["image"].shape[-2:]
-        size = self.prompter.input_size
-        sam_image = inputs["sam_image"].to(self.device).to(torch.float32)[None] / 255.0
-        scale = torch.tensor([size / width, size / height] * 2, device=self.device)
-        with self.prompter.autocast():  # ACCEL.AMP, as for targets
-            embedding, high_res = self.prompter.encode_image(sam_image)
-            logits = self.prompter.decode_boxes(embedding, high_res, boxes * scale).float()
-        return ops.upsample_mask_logits(logits, (height, width), self.upsample_chunk)
+        return masks_from_boxes(self.prompter, inputs["sam_image"], boxes,
+                                tuple(inputs["image"].shape[-2:]), self.upsample_chunk)
+
+
+def masks_from_boxes(prompter, sam_image, boxes, size, upsample_chunk=64, box_batch=0):
+    """
+    SAM 2's single-mask box prompts, as the memory stage masks box-only references: the
+    squashed image encoded once, the boxes decoded (under the prompter's ACCEL.AMP autocast),
+    the logits upsampled to ``size`` and thresholded at 0.
+
+    Args:
+        prompter (SAM2Prompter): SAM 2.
+        sam_image: (3, S, S) uint8 image squashed to SAM 2's input side S.
+        boxes: (R, 4) xyxy boxes in the pixels of the image at ``size``.
+        size (tuple): (H, W) of the image and of the masks.
+        upsample_chunk (int): masks upsampled at a time.
+        box_batch (int): boxes decoded together (0: all); the masks do not depend on it.
+    Returns:
+        (R, H, W) bool on the prompter's device.
+    """
+    device = prompter.pixel_mean.device
+    height, width = size
+    side = prompter.input_size
+    image = sam_image.to(device).to(torch.float32)[None] / 255.0
+    boxes = boxes.to(device) * torch.tensor([side / width, side / height] * 2, device=device)
+    with prompter.autocast():  # ACCEL.AMP, as for targets
+        embedding, high_res = prompter.encode_image(image)
+    out = [torch.zeros((0, height, width), dtype=torch.bool, device=device)]
+    step = box_batch or max(len(boxes), 1)
+    for start in range(0, len(boxes), step):
+        with prompter.autocast():
+            logits = prompter.decode_boxes(embedding, high_res, boxes[start : start + step]).float()
+        out.append(ops.upsample_mask_logits(logits, size, upsample_chunk))
+    return torch.cat(out)

@@ -18,6 +18,7 @@ import os
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ...utils.distributed import unwrap_model
 from ...utils.files import atomic_write
 from .bank import MemoryBank
 
@@ -27,10 +28,6 @@ MEMORY_PREFIX = "memory."
 METADATA_KEY = "refseg_memory"
 PROVENANCE_KEY = "refseg_references"
 BUFFERS = ("instance_features", "counts", "class_ids")
-
-
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
 
 
 def save_memory(bank, path):
@@ -152,7 +149,7 @@ class RefSegCheckpointer(DetectionCheckpointer):
         """Save the model's memory to ``<save_dir>/<name>.pth`` (see :func:`save_memory`)."""
         if not self.save_dir or not self.save_to_disk:
             return
-        save_memory(_unwrap(self.model).memory, os.path.join(self.save_dir, name + ".pth"))
+        save_memory(unwrap_model(self.model).memory, os.path.join(self.save_dir, name + ".pth"))
         self.tag_last_checkpoint(name + ".pth")
 
     def load(self, path, checkpointables=None):
@@ -160,7 +157,7 @@ class RefSegCheckpointer(DetectionCheckpointer):
         if not path:
             logger.info("No memory file given: the memory is filled from the references")
             return {}
-        model = _unwrap(self.model)
+        model = unwrap_model(self.model)
         model.set_memory(load_memory(path, like=model.memory))
         return {}
 
