@@ -1,6 +1,6 @@
 """
-LVIS v1 (method-reference 7.5): all 1203 classes, references sampled from ``lvis_v1_train``
-with the authors' rules, evaluated on ``lvis_v1_val`` with Detectron2's LVISEvaluator
+LVIS v1 (the authors' ``scripts/lvis_pipeline.sh``): all 1203 classes, references sampled from
+``lvis_v1_train`` with the authors' rules, evaluated on ``lvis_v1_val`` with Detectron2's LVISEvaluator
 (federated LVIS AP: AP, APr, APc, APf; bbox and segm).
 
 Layout (Detectron2's): ``<root>/lvis/lvis_v1_{train,val}.json`` (lvisdataset.org) and the COCO

@@ -1,6 +1,7 @@
 """
 Accelerator switches of ``MODEL.REFSEG.ACCEL`` that act on the foundation models: TF32 and
-torch.compile of the code that actually runs (method-reference 9: the reference is fp32).
+torch.compile of the code that actually runs (the authors' code runs fp32 throughout, without
+autocast).
 """
 import logging
 

@@ -1,6 +1,7 @@
 """
 The reference-independent part of the method: per target image, SAM 2's kept proposals and
-their pooled DINOv2 features (method-reference 3, steps 6-12 of section 13).
+their pooled DINOv2 features (the first half of the authors'
+``Sam2MatchingBaselineNoAMG.forward_test``).
 
 Timer stages: "dinov2" (target features), "sam2_image_encoder", "sam2_prompt_decoding" (the
 point grid, best-of-3, predicted-IoU filter), "feature_pooling" (features on the mask grid,
