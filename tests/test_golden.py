@@ -3,7 +3,7 @@ Golden numbers of the faithful path: the predictions of the seeded tiny model on
 
 The fixture ``tests/golden_tiny_predictions.json`` was produced once by this test (one CPU
 thread, an AMD EPYC with AVX-512) from the code whose prediction-for-prediction parity with the
-authors' code the README records. It pins the memory (two sums of its features) and, per target
+authors' code docs/DEVIATIONS.md records. It pins the memory (two feature sums) and, per target
 image, every detection: class, score, box and mask (COCO RLE). The data exercises every
 resampling of the method in both directions: reference crops larger and smaller than the encoder
 input (torch bicubic / bilinear, no antialias), box-only references (SAM 2 box prompts), targets

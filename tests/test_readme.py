@@ -1,13 +1,16 @@
 """
-The README's code runs as written: every Python block and every command is extracted from
-README.md and run in a workspace laid out as the README assumes (refs.json, photos/, ...), with
-``configs/refseg_sam2l_dinov2l.yaml`` there being the tiny CPU model on random weights.
+The documentation's code runs as written: every Python block and every command is extracted from
+README.md and each docs/*.md and run in a workspace laid out as they assume (refs.json, photos/,
+...), with ``configs/refseg_sam2l_dinov2l.yaml`` there being the tiny CPU model on random weights.
+Each page runs on its own (its blocks in order, one Python namespace per page).
 
 Commands that need the benchmark data or install and download things cannot run here as they
 are; they are checked as far as that goes (their options parse with the tool's own parser, their
 config merges, and every dataset they name is registered or resolves). The Makefile targets are
-what CI itself runs.
+what CI itself runs. The README links every page of docs/, and docs/CONFIG.md names every key
+that ``add_refseg_config`` defines under MODEL.REFSEG.
 """
+import glob
 import importlib.util
 import json
 import os
@@ -25,6 +28,9 @@ from PIL import Image
 from refseg_d2.testing.synthetic import make_split
 
 README = os.path.join(REPO, "README.md")
+# The pages whose code is run: README.md, then docs/*.md (paths relative to the repository).
+PAGES = ["README.md"] + sorted(os.path.relpath(p, REPO)
+                               for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
 # Commands run as dry checks: (prefix of the command, why it cannot run here).
 DRY = {
     "tools/sweep.py --config-file configs/benchmarks/": "a benchmark sweep (60 runs on COCO)",
@@ -32,13 +38,27 @@ DRY = {
     "tools/train_net.py --config-file configs/benchmarks/": "needs the COCO data",
 }
 NOT_RUN = {"make": "CI runs the Makefile targets", "tools/download_checkpoints.sh": "downloads",
+           "pip": "installs packages",
            "export": "sets the variable for the commands after it"}
+# What running a page's blocks leaves in the workspace, per page (paths under the workspace).
+PYTHON_OUTPUTS = {
+    "docs/GETTING_STARTED.md": ["output/my_loop/refseg_memory.pth", "output/my_refs.pth",
+                                "output/pets.pth"],
+}
+COMMAND_OUTPUTS = {
+    "README.md": ["output/my_run/metrics.json"],
+    "docs/GETTING_STARTED.md": ["output/my_run/metrics.json", "output/my_run/vis",
+                                "output/my_demo/refseg_memory.pth"],
+    "docs/BENCHMARKS.md": ["output/my_sweep/refs/metrics.json",
+                           "output/my_sweep/refs_b/metrics.json"],
+}
 
 
-def readme_blocks(language):
-    """[(line number, text)] of the README's fenced blocks in ``language``."""
+def readme_blocks(language, page="README.md"):
+    """[(line number, text)] of the fenced blocks in ``language`` of ``page`` (README.md or a
+    docs/*.md path, relative to the repository)."""
     blocks, current, start = [], None, 0
-    with open(README) as f:
+    with open(os.path.join(REPO, page)) as f:
         for number, line in enumerate(f, start=1):
             if line.startswith("```"):
                 if current is None:
@@ -130,14 +150,69 @@ def _folder_references(ws):
                 os.path.join(folder, "{}_mask.png".format(k)))
 
 
-def test_the_readme_has_the_blocks_this_test_runs():
-    python, bash = readme_blocks("python"), readme_blocks("bash")
+def test_the_docs_have_the_blocks_this_test_runs():
+    assert "docs/GETTING_STARTED.md" in PAGES and "docs/CONFIG.md" in PAGES
+    python = [b for page in PAGES for b in readme_blocks("python", page)]
+    bash = [b for page in PAGES for b in readme_blocks("bash", page)]
     assert len(python) >= 3 and len(bash) >= 8
-    kinds = [_kind(c) for _, text in bash for c in commands(text)]
+    everything = [c for _, text in bash for c in commands(text)]
+    kinds = [_kind(c) for c in everything]
     assert kinds.count("run") >= 6 and kinds.count("dry") >= 4
+    ran = {_argv(c)[0] for c in everything if _kind(c) == "run"}
+    assert {"tools/train_net.py", "tools/demo.py", "tools/inspect_memory.py",
+            "tools/visualize_results.py", "tools/benchmark.py", "tools/sweep.py"} <= ran
+    assert set(PYTHON_OUTPUTS) | set(COMMAND_OUTPUTS) <= set(PAGES)
+    # The README itself holds the set-up commands and one real run.
+    readme = [c for _, text in readme_blocks("bash") for c in commands(text)]
+    assert ["make", "install"] in readme and ["make", "test"] in readme
+    assert any(_kind(c) == "run" for c in readme)
 
 
-def test_every_python_block_of_the_readme_runs_as_written(workspace, monkeypatch):
+def test_the_readme_links_every_page_of_docs():
+    readme = open(README).read()
+    for page in PAGES[1:]:
+        assert "]({})".format(page) in readme, page
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_relative_link_of_the_docs_resolves(page):
+    text = open(os.path.join(REPO, page)).read()
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        path = target.split("#")[0]
+        if not path or re.match(r"^[a-z]+:", path):
+            continue
+        resolved = os.path.normpath(os.path.join(REPO, os.path.dirname(page), path))
+        assert os.path.exists(resolved), "{}: link to {}".format(page, target)
+
+
+def _config_keys(node, prefix):
+    from detectron2.config import CfgNode
+
+    keys = []
+    for name, value in node.items():
+        if isinstance(value, CfgNode):
+            keys += _config_keys(value, prefix + name + ".")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def test_the_config_doc_names_every_refseg_key():
+    from detectron2.config import get_cfg
+
+    from refseg_d2 import add_refseg_config
+
+    cfg = get_cfg()
+    add_refseg_config(cfg)
+    keys = _config_keys(cfg.MODEL.REFSEG, "MODEL.REFSEG.")
+    assert len(keys) >= 10
+    text = open(os.path.join(REPO, "docs", "CONFIG.md")).read()
+    missing = [k for k in keys if "`{}`".format(k) not in text]
+    assert missing == [], "docs/CONFIG.md does not document: {}".format(missing)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_python_block_of_the_docs_runs_as_written(page, workspace, monkeypatch):
     monkeypatch.chdir(workspace)
     rng = np.random.RandomState(1)
     cat = rng.randint(0, 255, (120, 160, 3)).astype(np.uint8)
@@ -149,12 +224,13 @@ def test_every_python_block_of_the_readme_runs_as_written(workspace, monkeypatch
         "dog_rgb": rng.randint(0, 255, (240, 320, 3)).astype(np.uint8),
         "image": rng.randint(0, 255, (96, 128, 3)).astype(np.uint8),
     }
-    for line, code in readme_blocks("python"):
-        exec(compile(code, "README.md:{}".format(line), "exec"), namespace)
-    assert os.path.isfile(os.path.join(workspace, "output", "my_loop", "refseg_memory.pth"))
-    assert os.path.isfile(os.path.join(workspace, "output", "my_refs.pth"))
-    assert os.path.isfile(os.path.join(workspace, "output", "pets.pth"))
-    assert set(namespace["results"]) >= {"bbox"}
+    blocks = readme_blocks("python", page)
+    for line, code in blocks:
+        exec(compile(code, "{}:{}".format(page, line), "exec"), namespace)
+    for path in PYTHON_OUTPUTS.get(page, []):
+        assert os.path.isfile(os.path.join(workspace, path)), "{}: no {}".format(page, path)
+    if "results" in namespace:
+        assert set(namespace["results"]) >= {"bbox"}
 
 
 def _dry_check(tool, args, workspace):
@@ -182,13 +258,13 @@ def _dry_check(tool, args, workspace):
     assert missing == [], "{} {}: datasets not registered: {}".format(tool, args, missing)
 
 
-def test_every_command_of_the_readme_runs_as_written(workspace):
+@pytest.mark.parametrize("page", PAGES)
+def test_every_command_of_the_docs_runs_as_written(page, workspace):
     env = dict(os.environ)
-    ran = []
-    for line, text in readme_blocks("bash"):
+    for line, text in readme_blocks("bash", page):
         for command in commands(text):
             kind = _kind(command)
-            where = "README.md:{}: {}".format(line, " ".join(command))
+            where = "{}:{}: {}".format(page, line, " ".join(command))
             if kind == "not run":
                 if command[0] == "export":
                     key, value = command[1].split("=", 1)
@@ -201,18 +277,15 @@ def test_every_command_of_the_readme_runs_as_written(workspace):
             proc = subprocess.run([sys.executable, tool] + args, cwd=workspace, env=env,
                                   capture_output=True, text=True, timeout=900)
             assert proc.returncode == 0, where + "\n" + (proc.stdout + proc.stderr)[-4000:]
-            ran.append(tool)
-    assert {"tools/train_net.py", "tools/demo.py", "tools/inspect_memory.py",
-            "tools/visualize_results.py", "tools/benchmark.py", "tools/sweep.py"} <= set(ran)
-    assert os.path.isfile(os.path.join(workspace, "output", "my_run", "metrics.json"))
-    for run in ("refs", "refs_b"):
-        assert os.path.isfile(os.path.join(workspace, "output", "my_sweep", run, "metrics.json"))
-    assert os.listdir(os.path.join(workspace, "output", "my_run", "vis"))
+    for path in COMMAND_OUTPUTS.get(page, []):
+        full = os.path.join(workspace, path)
+        assert os.path.isfile(full) or (os.path.isdir(full) and os.listdir(full)), \
+            "{}: no {}".format(page, path)
 
 
-def test_the_make_targets_the_readme_names_exist():
+def test_the_make_targets_the_docs_name_exist():
     makefile = open(os.path.join(REPO, "Makefile")).read()
-    for _, text in readme_blocks("bash"):
+    for _, text in [b for page in PAGES for b in readme_blocks("bash", page)]:
         for command in commands(text):
             if command[0] == "make":
                 target = command[1]

@@ -1,6 +1,6 @@
 """
-Semantic-segmentation mIoU of instance predictions (the COCO-20i protocol of
-method-reference 7.6, without the authors' evaluation bugs).
+Semantic-segmentation mIoU of instance predictions (the COCO-20i protocol of the authors'
+``coco_inst_to_segm.py``, without the bugs of their evaluation named at the end).
 
 - Prediction map: every pixel starts as background; the masks of predictions with score >=
   ``score_thresh`` are painted in increasing score order, so a pixel takes the class of the

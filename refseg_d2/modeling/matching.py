@@ -1,8 +1,8 @@
 """
 The matching stage: the proposals of one target image against the class prototypes of a memory
-(steps 11-16 of the method): cosine classification, class-aware NMS on the
-low-resolution boxes ranked by SAM 2's predicted IoU, masks at the original size for the kept
-proposals only, semantic-aware soft merging and the top-k.
+(the second half of the authors' ``Sam2MatchingBaselineNoAMG.forward_test``): cosine
+classification, class-aware NMS on the low-resolution boxes ranked by SAM 2's predicted IoU,
+masks at the original size for the kept proposals only, semantic-aware soft merging and the top-k.
 
 Full-size masks are handled in one of two ways, with identical results:
 - "dense": all kept masks at full size at once; intersections by matrix products (fast on a

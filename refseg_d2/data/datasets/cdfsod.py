@@ -1,6 +1,6 @@
 """
-CD-FSOD, the cross-domain few-shot detection benchmark (method-reference 7.3), in the layout of
-its release (CD-ViTO):
+CD-FSOD, the cross-domain few-shot detection benchmark (the authors'
+``scripts/matching_cdfsod_pipeline.sh``), in the layout of its release (CD-ViTO):
 
     <root>/<Folder>/annotations/{1_shot,5_shot,10_shot,test}.json
     <root>/<Folder>/train/     reference (shot) images

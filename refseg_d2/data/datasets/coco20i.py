@@ -1,5 +1,6 @@
 """
-COCO-20i few-shot semantic segmentation (method-reference 7.6), from COCO 2017 instances.
+COCO-20i few-shot semantic segmentation (the authors'
+``scripts/few_shot_coco_semantic_pipeline.sh``), from COCO 2017 instances.
 
 Split s (1..4) holds the 20 classes whose 1-based index in the 80-class list is = s (mod 4)
 (the authors' ``coco_semantic_split_s``).

@@ -1,5 +1,5 @@
 """
-COCO-FSOD (method-reference 7.2): the 20 novel (VOC) classes of COCO 2017.
+COCO-FSOD (the authors' main benchmark): the 20 novel (VOC) classes of COCO 2017.
 
 Layout (Detectron2's): ``<root>/coco/annotations/instances_{train,val}2017.json``,
 ``<root>/coco/{train,val}2017/``.
@@ -29,8 +29,8 @@ COCO_THING_CLASSES = OrderedDict((c["id"], c["name"]) for c in COCO_CATEGORIES i
 
 NOVEL_IDS = (1, 2, 3, 4, 5, 6, 7, 9, 16, 17, 18, 19, 20, 21, 44, 62, 63, 64, 67, 72)
 SHOTS = (1, 2, 3, 5, 10, 30)
-# The seeds of the authors' ablation (method-reference 8), in their column order: the reference
-# sets registered on import.
+# The seeds of the authors' ablation (``scripts/ablation_coco_std.sh``), in their column order:
+# the reference sets registered on import.
 PAPER_SEEDS = (42, 13, 27, 36, 88, 33, 69, 55, 77, 99)
 TEST_NAME = "coco_fsod_val_novel"
 TAG = "fsod_novel"

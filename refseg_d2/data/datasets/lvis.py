@@ -1,7 +1,7 @@
 """
-LVIS v1 (method-reference 7.5): all 1203 classes, references sampled from ``lvis_v1_train``
-with the authors' rules, evaluated on ``lvis_v1_val`` with Detectron2's LVISEvaluator
-(federated LVIS AP: AP, APr, APc, APf; bbox and segm).
+LVIS v1 (the authors' ``scripts/lvis_pipeline.sh``): all 1203 classes, references sampled from
+``lvis_v1_train`` with the authors' rules, evaluated on ``lvis_v1_val`` with Detectron2's
+LVISEvaluator (federated LVIS AP: AP, APr, APc, APf; bbox and segm).
 
 Layout (Detectron2's): ``<root>/lvis/lvis_v1_{train,val}.json`` (lvisdataset.org) and the COCO
 2017 images ``<root>/coco/{train2017,val2017}/``; an image's folder is the one of its

@@ -1,5 +1,5 @@
 """
-PASCAL VOC few-shot (method-reference 7.4): splits 1-3, 5 novel classes each.
+PASCAL VOC few-shot (the authors' ``scripts/pascal_split.sh``): splits 1-3, 5 novel classes each.
 
 Layout (Detectron2's): ``<root>/VOC2007/{Annotations,ImageSets/Main,JPEGImages}`` and the same
 for ``VOC2012``; optional TFA/FsDet seed files under ``<root>/vocsplit/`` (seed 0) and

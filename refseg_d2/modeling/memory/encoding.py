@@ -1,5 +1,6 @@
 """
-Encoding references into instance prototypes (method-reference 2.2-2.3), with the frozen
+Encoding references into instance prototypes (the authors' ``COCOMemoryFillCropDataset`` and
+``forward_fill_memory``), with the frozen
 encoder of the model and, for box-only references, SAM 2's box prompting.
 
 Per reference annotation: the context crop of the image is resized to the encoder input with

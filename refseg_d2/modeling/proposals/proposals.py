@@ -1,7 +1,8 @@
 """
 The reference-independent part of the method: per target image, SAM 2's kept proposals and
-their pooled DINOv2 features (steps 6-12 of the method: point grid, best-of-3, predicted-IoU
-filter, mask pooling).
+their pooled DINOv2 features (the first half of the authors'
+``Sam2MatchingBaselineNoAMG.forward_test``: point grid, best-of-3, predicted-IoU filter, mask
+pooling).
 
 Timer stages: "dinov2" (target features), "sam2_image_encoder", "sam2_prompt_decoding" (the
 point grid, best-of-3, predicted-IoU filter), "feature_pooling" (features on the mask grid,
