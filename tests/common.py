@@ -43,3 +43,21 @@ def register_edited(name, split, tmp_path, edit):
     with open(path, "w") as f:
         json.dump(data, f)
     return register(name, (path, split[1]))
+
+
+def count_loads_and_checks(name, monkeypatch):
+    """
+    Count how often the registered dataset ``name`` is loaded and how often the trainer checks a
+    dataset's image files. Returns (loads, checks, load): two lists that grow by one item per
+    call, and the original loader.
+    """
+    from refseg_d2.engine import trainer
+
+    loads, checks = [], []
+    load = DatasetCatalog[name]
+    DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: loads.append(1) or load())
+    real_check = trainer.check_image_files
+    monkeypatch.setattr(trainer, "check_image_files",
+                        lambda dicts, what: checks.append(what) or real_check(dicts, what))
+    return loads, checks, load

@@ -257,22 +257,15 @@ def test_two_processes_give_the_sweep_of_one(swept, random_weights, sets, tmp_pa
 
 def test_a_sweep_loads_and_checks_each_test_dataset_once_and_counts_each_image_once(
         random_weights, sets, tmp_path, monkeypatch):
-    from common import register
+    from common import count_loads_and_checks, register
 
     from refseg_d2.engine import sweep as engine_sweep
-    from refseg_d2.engine import trainer
 
     targets = register("swp_once_targets", sets["swp_targets"])
     refs = register("swp_once_refs", sets["swp_1shot_seed0"])
-    loads, checks = [], []
-    load = DatasetCatalog[targets]
-    DatasetCatalog.remove(targets)
-    DatasetCatalog.register(targets, lambda: loads.append(1) or load())
-    real_check = trainer.check_image_files
-    monkeypatch.setattr(trainer, "check_image_files",
-                        lambda dicts, what: checks.append(what) or real_check(dicts, what))
+    loads, checks, load = count_loads_and_checks(targets, monkeypatch)
     cfg = tiny_cfg(random_weights, str(tmp_path), ["DATASETS.TEST", (targets,),
-                                                   "MODEL.REFSEG.MEMORY.SAVE", False])
+                                                   "MODEL.REFSEG.MEMORY.SAVE_NAME", ""])
     model = _model(random_weights)
     runs = [engine_sweep.SweepRun(name, (refs,), str(tmp_path / name)) for name in ("a", "b")]
     _, timings = engine_sweep.run_sweep(cfg, model, runs, runs_per_pass=1)

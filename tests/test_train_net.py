@@ -128,24 +128,16 @@ def test_saved_memory_records_where_each_slot_comes_from(single_run, synthetic):
 
 def test_the_trainer_loads_and_checks_each_test_dataset_once(random_weights, synthetic, tmp_path,
                                                              monkeypatch):
-    from common import register, tiny_cfg
-    from detectron2.data import DatasetCatalog
+    from common import count_loads_and_checks, register, tiny_cfg
 
     from refseg_d2 import RefSegTrainer
-    from refseg_d2.engine import trainer
 
     targets = register("once_targets", synthetic["targets"])
     refs = register("once_refs", synthetic["refs"])
-    loads, checks = [], []
-    load = DatasetCatalog[targets]
-    DatasetCatalog.remove(targets)
-    DatasetCatalog.register(targets, lambda: loads.append(1) or load())
-    real_check = trainer.check_image_files
-    monkeypatch.setattr(trainer, "check_image_files",
-                        lambda dicts, what: checks.append(what) or real_check(dicts, what))
+    loads, checks, load = count_loads_and_checks(targets, monkeypatch)
     cfg = tiny_cfg(random_weights, str(tmp_path), [
         "DATASETS.TEST", (targets,), "DATASETS.REFERENCE", (refs,),
-        "MODEL.REFSEG.MEMORY.SAVE", False])
+        "MODEL.REFSEG.MEMORY.SAVE_NAME", ""])
     model = RefSegTrainer.build_model(cfg)
     results = RefSegTrainer.test(cfg, model)
     assert "segm" in results or "bbox" in results

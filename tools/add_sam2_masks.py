@@ -20,7 +20,7 @@ the external contours only (``cv2.RETR_EXTERNAL``, ``CHAIN_APPROX_SIMPLE``; hole
 contours of two points or fewer dropped, and the box polygon when nothing remains.
 ``--mask-format rle`` stores the mask itself (holes kept; an empty mask becomes the box
 rectangle). Every image of the input is kept (the authors' script drops the images without
-annotations; the CD-FSOD test datasets of refseg_d2 leave those out themselves, see the README).
+annotations; the CD-FSOD test datasets of refseg_d2 leave those out themselves, see docs/BENCHMARKS.md).
 Progress is appended to ``<output>.partial`` after every image: an interrupted run (or one
 stopped by ``--max-images``) resumes where it stopped.
 The output is written atomically once every image is done.

@@ -45,7 +45,7 @@ MODES = OrderedDict([
     ("tf32", ["MODEL.REFSEG.SAM2.DECODER", "shared", "MODEL.REFSEG.ACCEL.TF32", True]),
     ("bf16", ["MODEL.REFSEG.SAM2.DECODER", "shared", "MODEL.REFSEG.ACCEL.AMP", "bf16"]),
     ("bf16_compile", ["MODEL.REFSEG.SAM2.DECODER", "shared", "MODEL.REFSEG.ACCEL.AMP", "bf16",
-                      "MODEL.REFSEG.ACCEL.COMPILE", True]),
+                      "MODEL.REFSEG.ACCEL.COMPILE", "inductor"]),
 ])
 
 
@@ -58,11 +58,12 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed target images per mode")
     p.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES),
                    help="modes to run (fp32 always runs first: it is the reference)")
-    p.add_argument("--compile-backend", default="inductor", help="ACCEL.COMPILE_BACKEND")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="ACCEL.COMPILE of the compiled modes (inductor, eager, aot_eager)")
     p.add_argument("--no-multi-gpu", action="store_true", help="skip the 2-process run")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("--device {}: CUDA is not available (torch {}); see README 'Install' for "
+        raise SystemExit("--device {}: CUDA is not available (torch {}); see docs/INSTALL.md for "
                          "the build matching your driver, or use --device cpu".format(
                              args.device, torch.__version__))
     args.modes = ["fp32"] + [m for m in args.modes if m != "fp32"]
@@ -82,8 +83,7 @@ def prepare(args):
         register_coco_file(name, *split)
     opts = ["MODEL.REFSEG.SAM2.WEIGHTS", weights[0], "MODEL.REFSEG.ENCODER.WEIGHTS", weights[1],
             "MODEL.DEVICE", args.device, "DATASETS.REFERENCE", ("gpu_check_refs",),
-            "DATASETS.TEST", ("gpu_check_targets",), "DATALOADER.NUM_WORKERS", 2,
-            "MODEL.REFSEG.ACCEL.COMPILE_BACKEND", args.compile_backend]
+            "DATASETS.TEST", ("gpu_check_targets",), "DATALOADER.NUM_WORKERS", 2]
     return setup, opts, splits
 
 
@@ -138,7 +138,10 @@ def main(argv=None):
     setup, opts, _ = prepare(args)
     modes, reference = OrderedDict(), None
     for name in args.modes:
-        cfg = build_cfg(os.path.join(REPO, setup["config"]), opts + MODES[name],
+        mode_opts = list(MODES[name])
+        if "MODEL.REFSEG.ACCEL.COMPILE" in mode_opts:
+            mode_opts[mode_opts.index("MODEL.REFSEG.ACCEL.COMPILE") + 1] = args.compile_backend
+        cfg = build_cfg(os.path.join(REPO, setup["config"]), opts + mode_opts,
                         output_dir=os.path.join(args.output, name))
         report, predictions = run_mode(cfg, args.warmup)
         reference = predictions if reference is None else reference

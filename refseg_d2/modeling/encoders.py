@@ -106,7 +106,7 @@ class DinoV2Encoder(nn.Module):
         else:
             raise ValueError(
                 "MODEL.REFSEG.ENCODER.WEIGHTS is empty: set it to the official "
-                "{}_pretrain.pth (see README, 'Checkpoints'), or set "
+                "{}_pretrain.pth (see docs/INSTALL.md, 'Checkpoints'), or set "
                 "MODEL.REFSEG.RANDOM_INIT True for a random-weight run".format(name)
             )
         self.backbone.eval()

@@ -9,7 +9,7 @@ benchmark beside it (``baselines.json`` in this folder, which cites the source o
 How baselines are drawn: verified series as solid lines with filled markers (error bars where
 the source gives a standard deviation); a series marked ``"verified": false`` that holds numbers
 as dashed lines with hollow markers, "(not verified)" in its label; entries without numbers
-(the README's "not verified" rows) are not drawn and are named under the figure.
+(the "not verified" rows of docs/BENCHMARKS.md) are not drawn and are named under the figure.
 """
 import json
 import logging

@@ -41,7 +41,7 @@ def require_file(path, what):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             "{}: expected file {} does not exist (dataset root $DETECTRON2_DATASETS={!r}; see "
-            "the README section 'Benchmarks' for the expected layout)".format(
+            "docs/BENCHMARKS.md for the expected layout)".format(
                 what, path, datasets_root()
             )
         )

@@ -44,7 +44,7 @@ def check_sam2_version(version=None):
             version = importlib.metadata.version("sam2")
         except importlib.metadata.PackageNotFoundError as e:
             raise ImportError(
-                "sam2 is not installed: pip install sam2=={} (see README, 'Install')".format(
+                "sam2 is not installed: pip install sam2=={} (see docs/INSTALL.md)".format(
                     SAM2_VERSION
                 )
             ) from e
@@ -97,7 +97,7 @@ def build_sam2_model(config_name, weights, input_size, random_init=False, seed=0
     else:
         raise ValueError(
             "MODEL.REFSEG.SAM2.WEIGHTS is empty: set it to the official SAM 2 checkpoint of "
-            "{} (see README, 'Checkpoints'), or set MODEL.REFSEG.RANDOM_INIT True for a "
+            "{} (see docs/INSTALL.md, 'Checkpoints'), or set MODEL.REFSEG.RANDOM_INIT True for a "
             "random-weight run".format(config_name)
         )
     model.eval()
