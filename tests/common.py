@@ -3,10 +3,11 @@ import json
 import os
 
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_instances
 
 from refseg_d2 import add_refseg_config
+from refseg_d2.utils.catalog import unregister
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "configs", "quick_schedules", "refseg_tiny_cpu.yaml")
@@ -27,10 +28,7 @@ def tiny_cfg(random_weights, output_dir="", opts=()):
 
 def register(name, split):
     """Register a (json, image_root) split under ``name`` (replacing an earlier one)."""
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, split[0], split[1])
+    register_coco_instances(unregister(name), {}, split[0], split[1])
     return name
 
 

@@ -57,13 +57,18 @@ def test_sweep_aggregates_mean_and_std_of_the_finished_runs(tmp_path):
 def test_sweep_plans_shots_seeds_and_explicit_sets_but_samples_nothing(tmp_path):
     from detectron2.data import DatasetCatalog
 
+    from refseg_d2.utils.catalog import unregister
+
     out = str(tmp_path / "sweep")
     args = sweep.parse_args([
         "--config-file", COCO_FSOD, "--shots", "1", "--seeds", "33", "500",
         "--references", "my_refs", "--output-dir", out,
         "--register", "my_refs", "refs.json", "images/", "--", "MODEL.REFSEG.NMS_THRESH", "0.6"])
     assert args.register == [["my_refs", "refs.json", "images/"]]
-    cfg = sweep.load_config(args)
+    try:
+        cfg = sweep.load_config(args)
+    finally:
+        unregister("my_refs")
     assert cfg.MODEL.REFSEG.NMS_THRESH == 0.6
     runs = sweep.plan_runs(args, list(cfg.DATASETS.REFERENCE))
     assert [(k, seed, os.path.basename(d), names) for k, seed, d, names in runs] == [

@@ -26,6 +26,7 @@ from refseg_d2.engine.defaults import add_reference_arguments, register_from_arg
 from refseg_d2.modeling.memory import load_memory
 from refseg_d2.modeling.memory.report import build_report, format_report
 from refseg_d2.reporting import memory_crop_sheet
+from refseg_d2.utils.catalog import unregister
 
 logger = logging.getLogger("refseg_d2.inspect_memory")
 
@@ -54,8 +55,7 @@ def provenance_from_source(args, memory):
         dicts = DatasetCatalog.get(name)
         names = list(MetadataCatalog.get(name).thing_classes)
     finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+        unregister(name)
     if names != list(memory.class_names):
         raise ValueError("The reference source has classes {} but the memory {}".format(
             names, list(memory.class_names)))

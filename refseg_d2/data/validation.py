@@ -22,7 +22,7 @@ from detectron2.data import MetadataCatalog
 from tabulate import tabulate
 
 from ..utils.files import read_json
-from .mappers import bbox_xywh, context_crop_window
+from ..utils.geometry import bbox_xywh, context_crop_window
 
 logger = logging.getLogger(__name__)
 

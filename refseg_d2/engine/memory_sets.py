@@ -25,10 +25,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..data.mappers import bbox_xywh
 from ..modeling.memory import MemoryBank, record_statistics
-from ..utils.masks import has_segmentation
 from ..utils.distributed import unwrap_model
+from ..utils.geometry import bbox_xywh
+from ..utils.masks import has_segmentation
 from .memory_filling import encode_reference_dicts, prepare_references
 
 logger = logging.getLogger(__name__)
