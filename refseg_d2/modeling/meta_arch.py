@@ -120,10 +120,6 @@ class RefSeg(nn.Module):
         """The foundation models stay in eval mode: nothing here is ever trained."""
         return super().train(False)
 
-    def new_memory(self):
-        """An empty :class:`MemoryBank` for this model's encoder, on its device."""
-        return MemoryBank(self.encoder.feature_dim, self.encoder.signature()).to(self.device)
-
     def set_memory(self, memory):
         """
         Use ``memory`` (a :class:`MemoryBank` of this model's encoder) from now on. Returns
