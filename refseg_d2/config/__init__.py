@@ -67,6 +67,8 @@ def add_refseg_config(cfg):
     _C.MODEL.REFSEG.ENCODER.WEIGHTS = ""
     # Side of the square encoder input (a multiple of the patch size 14).
     _C.MODEL.REFSEG.ENCODER.INPUT_SIZE = 518
+    # Features after DINOv2's final LayerNorm (NTT) or before it (False: FSOD-VFM).
+    _C.MODEL.REFSEG.ENCODER.FINAL_NORM = True
 
     # The class-agnostic proposal model (frozen SAM 2).
     _C.MODEL.REFSEG.SAM2 = CN()
@@ -80,6 +82,37 @@ def add_refseg_config(cfg):
     # masks upscaled only for kept prompts; faster) or "official" (SAM 2's MaskDecoder on every
     # batch of prompts, as the reference runs it). Equal proposals up to float rounding.
     _C.MODEL.REFSEG.SAM2.DECODER = "shared"
+    # How SAM 2 is called: "direct" (NTT: targets squashed to INPUT_SIZE with Pillow bicubic,
+    # no no_mem_embed, antialiased mask upsampling) or "image_predictor" (SAM 2's
+    # SAM2ImagePredictor, as FSOD-VFM: bilinear float resize, no_mem_embed added, boxes as
+    # corner points, plain bilinear mask upsampling). See docs/CONFIG.md.
+    _C.MODEL.REFSEG.SAM2.INTERFACE = "direct"
+
+    # What SAM 2 is prompted with on a target image.
+    _C.MODEL.REFSEG.PROPOSALS = CN()
+    # "points" (NTT's point grid), "boxes_file" (a COCO results JSON of any detector) or
+    # "detector" (a Detectron2 model run on each target), see REFSEG_PROPOSAL_SOURCE_REGISTRY.
+    _C.MODEL.REFSEG.PROPOSALS.SOURCE = "points"
+    # COCO results JSON (image_id, bbox XYWH, score) matched to the test set by image id.
+    _C.MODEL.REFSEG.PROPOSALS.BOXES_FILE = ""
+    # Box selection (FSOD-VFM's): scores >= MIN_SCORE, the MAX_BOXES best after rounding the
+    # scores to 2 decimals, boxes truncated to integers and clipped to the image.
+    _C.MODEL.REFSEG.PROPOSALS.MIN_SCORE = 0.01
+    _C.MODEL.REFSEG.PROPOSALS.MAX_BOXES = 100
+    # Box prompts decoded together (speed and memory only).
+    _C.MODEL.REFSEG.PROPOSALS.BOXES_PER_BATCH = 32
+    _C.MODEL.REFSEG.PROPOSALS.DETECTOR = CN()
+    # A Detectron2 config file or model-zoo name, e.g. COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml.
+    _C.MODEL.REFSEG.PROPOSALS.DETECTOR.CONFIG = ""
+    # Its checkpoint (DetectionCheckpointer formats).
+    _C.MODEL.REFSEG.PROPOSALS.DETECTOR.WEIGHTS = ""
+    # Its boxes used class-agnostically: "detections" (final boxes, scores) or "proposals" (RPN).
+    _C.MODEL.REFSEG.PROPOSALS.DETECTOR.OUTPUT = "detections"
+
+    # How a mask becomes a feature: "mask_grid" (NTT: reference crops with context; target
+    # features upsampled to the mask grid) or "token_grid" (FSOD-VFM: whole images, masks
+    # resized to the token grid), see REFSEG_POOLING_REGISTRY.
+    _C.MODEL.REFSEG.POOLING = "mask_grid"
 
     # Point grid: POINTS_PER_SIDE^2 positive point prompts per target image, edges included.
     _C.MODEL.REFSEG.POINTS_PER_SIDE = 32
@@ -96,6 +129,25 @@ def add_refseg_config(cfg):
     _C.MODEL.REFSEG.NMS_KEEP_FACTOR = 8
     # Exponent of the semantic-aware soft-merging decay: score * (1 - IoS * cos)^EXPONENT.
     _C.MODEL.REFSEG.MERGE_EXPONENT = 0.5
+    # "drop" (NTT: cosine clamped at 0, proposals scoring 0 dropped after the NMS) or "keep"
+    # (FSOD-VFM: argmax of the raw cosine, negative scores kept).
+    _C.MODEL.REFSEG.NEGATIVE_SCORES = "drop"
+
+    # De-duplication of the classified proposals, in NMS order.
+    _C.MODEL.REFSEG.DEDUP = CN()
+    # "soft_merge" (NTT, MERGE_EXPONENT) or "graph_diffusion" (FSOD-VFM), see REFSEG_DEDUP_REGISTRY.
+    _C.MODEL.REFSEG.DEDUP.NAME = "soft_merge"
+    # Masks compared: "full" (full size; a mask empty there is dropped) or "pooling" (the masks
+    # on the pooling grid: the low-resolution mask grid or the token grid).
+    _C.MODEL.REFSEG.DEDUP.MASKS = "full"
+    # Graph diffusion: pi <- ALPHA * A pi + (1 - ALPHA) v for at most STEPS iterations (stop when
+    # pi moves by < TOL); score * max(0, 1 - pi)^LAMBDA.
+    _C.MODEL.REFSEG.DEDUP.ALPHA = 0.3
+    _C.MODEL.REFSEG.DEDUP.LAMBDA = 0.5
+    _C.MODEL.REFSEG.DEDUP.STEPS = 30
+    _C.MODEL.REFSEG.DEDUP.TOL = 1e-6
+    # Divide each row of A by its sum (what FSOD-VFM's code names but does not do: off).
+    _C.MODEL.REFSEG.DEDUP.ROW_NORMALIZE = False
 
     # The memory bank of reference prototypes.
     _C.MODEL.REFSEG.MEMORY = CN()
@@ -104,6 +156,12 @@ def add_refseg_config(cfg):
     # Where references with a box but no mask get their mask: "sam2" (box prompt) or "box"
     # (the filled box rectangle).
     _C.MODEL.REFSEG.MEMORY.BOX_MASK_SOURCE = "sam2"
+    # The mask of each reference: "annotation" (its own; box-only ones per BOX_MASK_SOURCE) or
+    # "sam2_box" (SAM 2's mask of its box for every reference: FSOD-VFM).
+    _C.MODEL.REFSEG.MEMORY.MASK_SOURCE = "annotation"
+    # Autocast of the SAM 2 forwards that mask references: "" (as ACCEL.AMP), "bf16" (FSOD-VFM)
+    # or "fp16".
+    _C.MODEL.REFSEG.MEMORY.SAM2_AMP = ""
     # Reference crops encoded together by DINOv2 (bounds memory whatever the number of
     # annotations of an image; 0: all crops of an image at once). Features do not depend on it.
     # Identical copies of an annotation in an image are encoded once.
@@ -206,6 +264,12 @@ _CHECKS = {
     "MEMORY.CROPS_PER_BATCH": _NON_NEGATIVE_INT,
     "FULL_MASKS.MAX_PIXELS": _POSITIVE_INT,
     "ACCEL.IMAGES_PER_BATCH": _POSITIVE_INT,
+    "PROPOSALS.MAX_BOXES": _POSITIVE_INT,
+    "PROPOSALS.BOXES_PER_BATCH": _POSITIVE_INT,
+    "DEDUP.ALPHA": _IN_UNIT_INTERVAL,
+    "DEDUP.LAMBDA": _NON_NEGATIVE,
+    "DEDUP.STEPS": _NON_NEGATIVE_INT,
+    "DEDUP.TOL": _NON_NEGATIVE,
     "ENCODER.INPUT_SIZE": (
         lambda v: isinstance(v, int) and v >= 14 and v % 14 == 0,
         "a multiple of the DINOv2 patch size 14",

@@ -48,13 +48,15 @@ def build_encoder(cfg):
 
 class DinoV2Encoder(nn.Module):
     """
-    A frozen DINOv2 ViT (no register tokens). Features are the last layer's normalised patch
-    tokens (``x_norm_patchtokens``), the CLS token dropped.
+    A frozen DINOv2 ViT (no register tokens). Features are the last layer's patch tokens (the
+    CLS token dropped), after the final LayerNorm (``x_norm_patchtokens``, as NTT) or, with
+    ``final_norm`` False, before it (``get_intermediate_layers(n=1, norm=False)``, as FSOD-VFM).
     """
 
     patch_size = 14
 
-    def __init__(self, name, weights, input_size, random_init=False, seed=0, amp="", tf32=False):
+    def __init__(self, name, weights, input_size, random_init=False, seed=0, amp="", tf32=False,
+                 final_norm=True):
         """
         Args:
             name (str): one of dinov2_vits14, dinov2_vitb14, dinov2_vitl14, dinov2_vitg14.
@@ -64,6 +66,7 @@ class DinoV2Encoder(nn.Module):
             seed (int): seed of the random initialisation.
             amp (str): "" (fp32), "bf16" or "fp16": autocast of the forward (ACCEL.AMP).
             tf32 (bool): allow TF32 in the forward's CUDA matmuls (ACCEL.TF32).
+            final_norm (bool): apply the final LayerNorm to the tokens (ENCODER.FINAL_NORM).
         """
         super().__init__()
         try:
@@ -90,6 +93,7 @@ class DinoV2Encoder(nn.Module):
                 **extra,
             )
         self.name = name
+        self.final_norm = final_norm
         self.amp_dtype = amp_dtype(amp)
         self.tf32 = tf32
         self.input_size = input_size
@@ -118,12 +122,15 @@ class DinoV2Encoder(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
 
     def signature(self):
-        return {
+        signature = {
             "name": self.name,
             "input_size": self.input_size,
             "dim": self.feature_dim,
             "weights_fingerprint": self.fingerprint,
         }
+        if not self.final_norm:
+            signature["final_norm"] = False
+        return signature
 
     def forward(self, images):
         """
@@ -135,7 +142,10 @@ class DinoV2Encoder(nn.Module):
         b, _, height, width = images.shape
         x = (images - self.pixel_mean) / self.pixel_std
         with precision(x.device.type, self.amp_dtype, self.tf32):
-            tokens = self.backbone.forward_features(x)["x_norm_patchtokens"]
+            if self.final_norm:
+                tokens = self.backbone.forward_features(x)["x_norm_patchtokens"]
+            else:
+                tokens = self.backbone.get_intermediate_layers(x, n=1, norm=False)[0]
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
         return tokens.transpose(1, 2).reshape(b, self.feature_dim, grid_h, grid_w)
 
@@ -150,6 +160,7 @@ def _make_dinov2_builder(name):
             random_init=r.RANDOM_INIT,
             amp=r.ACCEL.AMP,
             tf32=r.ACCEL.TF32,
+            final_norm=r.ENCODER.FINAL_NORM,
         )
 
     builder.__name__ = name

@@ -1,12 +1,16 @@
 """
-RefSeg: the training-free, reference-based instance segmentation meta-architecture
-("No Time to Train!", arXiv 2507.02798), as the authors' code runs it.
+RefSeg: the training-free, reference-based instance segmentation meta-architecture. Two methods
+are two configs of it: "No Time to Train!" (arXiv 2507.02798; the defaults) and FSOD-VFM
+(``configs/fsod_vfm/``), each as its authors' code runs it.
 
-Per target image: SAM 2 proposes masks from a point grid and each mask's pooled DINOv2 feature
-is computed (the proposal stage, ``proposals/``); the features are matched to the class
-prototypes of a memory bank, class-aware NMS and semantic-aware soft merging remove duplicates
+Per target image: SAM 2 turns the prompts of a proposal source (a point grid, a boxes file or a
+Detectron2 detector) into masks, and each mask's DINOv2 feature is pooled (the proposal stage,
+``proposals/`` and ``pooling.py``); the features are matched to the class prototypes of a memory
+bank, NMS and a de-duplication (soft merging or graph diffusion, ``dedup.py``) remove duplicates
 and the top detections are returned at the original image size (the matching stage,
-``matching.py``). References become a memory bank through the memory stage (``memory/``).
+``matching.py``). References become a memory bank through the memory stage (``memory/``). The
+registered parts (encoder, proposal source, pooling, reference-mask source, de-duplication) are
+named by config keys; see docs/CONFIG.md.
 """
 import logging
 
@@ -18,12 +22,16 @@ from detectron2.utils.logger import log_every_n_seconds
 
 from ..config import check_refseg_config
 from ..utils.timing import StageTimer
+from .dedup import build_dedup
 from .encoders import build_encoder
 from .matching import ProposalMatcher
-from .memory import MemoryBank, ReferenceEncoder
+from .memory import MemoryBank
+from .memory.encoding import AnnotationMasks, build_mask_source
+from .pooling import MaskGridPooling, build_pooling
 from .precision import amp_dtype
 from .proposals import ProposalGenerator, SAM2Prompter, build_sam2_model
 from .proposals.accel import compile_models
+from .proposals.sources import PointGridSource, build_proposal_source
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +65,12 @@ class RefSeg(nn.Module):
         crops_per_batch=16,
         full_mask_mode="auto",
         max_pixels=1 << 28,
+        proposal_source=None,
+        pooling=None,
+        mask_source=None,
+        dedup=None,
+        dedup_masks="full",
+        negative_scores="drop",
     ):
         """
         Args:
@@ -67,27 +81,34 @@ class RefSeg(nn.Module):
             nms_keep_factor (int): NMS keeps at most nms_keep_factor * max_detections masks.
             max_detections (int): detections per image.
             merge_exponent (float): exponent of the soft-merging decay.
-            box_mask_source (str): "sam2" or "box", the mask of a box-only reference.
+            box_mask_source (str): "sam2" or "box", the mask of a box-only reference (used when
+                ``mask_source`` is None).
             crops_per_batch (int): reference crops encoded together (0: all of an image).
             full_mask_mode (str): "auto", "dense" or "streamed": how the kept masks are held at
                 full size (identical results; see ``refseg_d2.modeling.matching``). Not a config
                 key: tests and benchmarks force a mode here.
             max_pixels (int): full-size mask pixels held at once (FULL_MASKS.MAX_PIXELS): "auto"
                 holds all kept masks at once on CUDA up to this, otherwise streams chunks of it.
+            proposal_source, pooling, mask_source, dedup: registered parts (``proposals.sources``,
+                ``pooling``, ``memory.encoding``, ``dedup``); None: NTT's (point grid, mask-grid
+                pooling, annotation masks, soft merging).
+            dedup_masks (str), negative_scores (str): see ``refseg_d2.modeling.matching``.
         """
         super().__init__()
         self.encoder = encoder
         self.prompter = prompter
         self.memory = MemoryBank(encoder.feature_dim, encoder.signature())
         self.timer = StageTimer()
-        self.proposal_generator = ProposalGenerator(encoder, prompter, self.timer, max_pixels)
+        self.proposal_source = proposal_source or PointGridSource()
+        self.pooling = pooling or MaskGridPooling(encoder)
+        self.proposal_generator = ProposalGenerator(
+            self.proposal_source, self.pooling, prompter, self.timer, max_pixels)
         self.matcher = ProposalMatcher(
             self.timer, nms_thresh, nms_keep_factor, max_detections, merge_exponent,
-            full_mask_mode, max_pixels,
+            full_mask_mode, max_pixels, dedup, dedup_masks, negative_scores,
         )
-        self.reference_encoder = ReferenceEncoder(
-            encoder, prompter, box_mask_source, crops_per_batch=crops_per_batch
-        )
+        self.reference_encoder = self.pooling.reference_encoder(
+            prompter, mask_source or AnnotationMasks(box_mask_source), crops_per_batch)
         self.register_state_dict_post_hook(_drop_frozen_weights)
 
     @classmethod
@@ -97,7 +118,8 @@ class RefSeg(nn.Module):
         sam = build_sam2_model(r.SAM2.CONFIG, r.SAM2.WEIGHTS, r.SAM2.INPUT_SIZE, r.RANDOM_INIT)
         encoder = build_encoder(cfg)
         prompter = SAM2Prompter(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH,
-                                r.SAM2.DECODER, amp_dtype(r.ACCEL.AMP), r.ACCEL.TF32)
+                                r.SAM2.DECODER, amp_dtype(r.ACCEL.AMP), r.ACCEL.TF32,
+                                r.SAM2.INTERFACE)
         if r.ACCEL.COMPILE:
             compile_models(encoder, prompter, r.ACCEL.COMPILE)
         return {
@@ -107,9 +129,14 @@ class RefSeg(nn.Module):
             "nms_keep_factor": r.NMS_KEEP_FACTOR,
             "max_detections": r.MAX_DETECTIONS,
             "merge_exponent": r.MERGE_EXPONENT,
-            "box_mask_source": r.MEMORY.BOX_MASK_SOURCE,
             "crops_per_batch": r.MEMORY.CROPS_PER_BATCH,
             "max_pixels": r.FULL_MASKS.MAX_PIXELS,
+            "proposal_source": build_proposal_source(cfg),
+            "pooling": build_pooling(cfg, encoder),
+            "mask_source": build_mask_source(cfg),
+            "dedup": build_dedup(cfg),
+            "dedup_masks": r.DEDUP.MASKS,
+            "negative_scores": r.NEGATIVE_SCORES,
         }
 
     @property
@@ -140,12 +167,15 @@ class RefSeg(nn.Module):
         """
         Args:
             batched_inputs (list[dict]): from :class:`RefSegTargetMapper`, each with
-                "image": (3, S, S) uint8 RGB, the image squashed to the SAM 2 input size;
-                "height", "width": the original size (the output size).
+                "image": (3, S, S) uint8 RGB squashed to the SAM 2 input (SAM2.INTERFACE
+                "direct") or (3, H, W) at its own size ("image_predictor"); "height", "width":
+                the original size (the output size); "encoder_image" for the token-grid
+                pooling; "image_id" for a boxes file.
         Returns:
             list[dict]: {"instances": Instances} at (height, width) with pred_masks (n, H, W)
-            bool, pred_boxes (inclusive mask extents), scores and pred_classes (memory class
-            index = rank of the category id), n <= max_detections.
+            bool, pred_boxes (inclusive mask extents, or the proposal boxes of a box source),
+            scores and pred_classes (memory class index = rank of the category id),
+            n <= max_detections.
         """
         self.memory.prototypes()  # an empty memory fails before any proposal is computed
         outputs = self.match_batch(batched_inputs, self.compute_proposals(batched_inputs))

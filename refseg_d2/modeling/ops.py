@@ -12,6 +12,7 @@ Shape shorthand in this module:
     h, w: low-resolution mask grid (256 x 256 for a 1024 SAM 2 input)
     H, W: original image size
 """
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms
@@ -230,14 +231,14 @@ def semantic_soft_merge_overlaps(overlaps, labels, features, scores, exponent=0.
 
 def select_top_k(scores, k):
     """
-    Indices of the k highest scores, highest first (the final top-100 of the method).
+    Indices of the k highest scores, highest first, ties in input order (the final top-100).
 
     Args:
         scores: (n,).
     Returns:
         (min(n, k),) int64.
     """
-    return torch.argsort(scores, descending=True)[:k]
+    return torch.argsort(scores, descending=True, stable=True)[:k]
 
 
 # Upper bound on the output pixels of one interpolation call (float32 intermediates of about
@@ -245,11 +246,11 @@ def select_top_k(scores, k):
 UPSAMPLE_PIXELS = 1 << 25
 
 
-def iter_upsampled_masks(logits, size, chunk=64):
+def iter_upsampled_masks(logits, size, chunk=64, antialias=True):
     """
-    Bilinear, antialiased upsampling of low-resolution logits, thresholded at 0, a chunk of
-    masks at a time. Every mask is interpolated on its own plane, so a mask's pixels do not
-    depend on the chunk it is in.
+    Bilinear upsampling (antialiased unless ``antialias`` is False) of low-resolution logits,
+    thresholded at 0, a chunk of masks at a time. Every mask is interpolated on its own plane,
+    so a mask's pixels do not depend on the chunk it is in.
 
     Args:
         logits: (n, h, w) float.
@@ -261,11 +262,12 @@ def iter_upsampled_masks(logits, size, chunk=64):
     step = max(1, min(chunk, UPSAMPLE_PIXELS // max(1, size[0] * size[1])))
     for start in range(0, logits.shape[0], step):
         part = logits[start : start + step, None]
-        up = F.interpolate(part, size=size, mode="bilinear", align_corners=False, antialias=True)
+        up = F.interpolate(part, size=size, mode="bilinear", align_corners=False,
+                           antialias=antialias)
         yield start, up[:, 0] > 0
 
 
-def upsample_mask_logits(logits, size, chunk=64):
+def upsample_mask_logits(logits, size, chunk=64, antialias=True):
     """
     :func:`iter_upsampled_masks` gathered into one tensor.
 
@@ -273,6 +275,65 @@ def upsample_mask_logits(logits, size, chunk=64):
         (n, H, W) bool.
     """
     out = torch.empty((logits.shape[0], size[0], size[1]), dtype=torch.bool, device=logits.device)
-    for start, part in iter_upsampled_masks(logits, size, chunk):
+    for start, part in iter_upsampled_masks(logits, size, chunk, antialias):
         out[start : start + part.shape[0]] = part
     return out
+
+
+def linear_resize_taps(src, dst):
+    """
+    The sampling of OpenCV's ``cv2.resize(..., INTER_LINEAR)`` along one axis of a float image
+    from ``src`` to ``dst`` pixels: output d = in[i0[d]] * w0[d] + in[i1[d]] * w1[d], with
+    cv2's source position (d + 0.5) * scale - 0.5 and its fraction computed in double, the
+    weights rounded to float,
+    clamped at both borders (weight 0 on the missing neighbour). cv2 switches to area
+    averaging for an exact 2x reduction of both axes; :func:`linear_resize_masks` handles that.
+
+    Returns:
+        i0, i1 (dst,) int64 and w0, w1 (dst,) float32 tensors (CPU).
+    """
+    scale = 1.0 / (float(dst) / float(src))
+    pos = (np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5
+    i0 = np.floor(pos).astype(np.int64)
+    frac = (pos - i0).astype(np.float32)
+    low, high = i0 < 0, i0 >= src - 1
+    frac[low | high] = 0.0
+    i0 = np.clip(i0, 0, src - 1)
+    i1 = np.minimum(i0 + 1, src - 1)
+    w0 = (np.float32(1.0) - frac).astype(np.float32)
+    return (torch.from_numpy(i0), torch.from_numpy(i1), torch.from_numpy(w0),
+            torch.from_numpy(frac))
+
+
+def linear_resize_masks(masks, grid):
+    """
+    Binary masks resized to ``grid`` = (gh, gw) the way ``cv2.resize(mask.astype(float32),
+    (gw, gh)) > 0.5`` does it (bilinear taps of :func:`linear_resize_taps`, horizontal pass
+    first, float32; area averaging for an exact 2x reduction of both axes).
+
+    Args:
+        masks: (n, H, W) bool.
+    Returns:
+        (n, gh, gw) bool.
+    """
+    n, height, width = masks.shape
+    (gh, gw), dev = grid, masks.device
+    if height == 2 * gh and width == 2 * gw:
+        taps_y = _pair_taps(gh, dev)
+        taps_x = _pair_taps(gw, dev)
+    else:
+        taps_y = [t.to(dev) for t in linear_resize_taps(height, gh)]
+        taps_x = [t.to(dev) for t in linear_resize_taps(width, gw)]
+    y0, y1, wy0, wy1 = taps_y
+    x0, x1, wx0, wx1 = taps_x
+    rows = masks.index_select(1, torch.cat((y0, y1))).to(torch.float32)
+    across = rows[:, :, x0] * wx0 + rows[:, :, x1] * wx1
+    down = across[:, :gh] * wy0[:, None] + across[:, gh:] * wy1[:, None]
+    return down > 0.5
+
+
+def _pair_taps(dst, device):
+    """Area averaging of pixel pairs (2d, 2d + 1) written as linear taps of weight 1/2."""
+    first = torch.arange(dst, device=device) * 2
+    half = torch.full((dst,), 0.5, device=device)
+    return first, first + 1, half, half

@@ -11,13 +11,14 @@ from ..config import declare_choices
 
 AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 declare_choices("ACCEL.AMP", AMP_DTYPES)
+declare_choices("MEMORY.SAM2_AMP", AMP_DTYPES)
 
 
-def amp_dtype(amp):
-    """``ACCEL.AMP`` name ("", "bf16", "fp16") -> torch dtype or None (fp32)."""
+def amp_dtype(amp, key="ACCEL.AMP"):
+    """``ACCEL.AMP`` (or ``key``) name ("", "bf16", "fp16") -> torch dtype or None (fp32)."""
     if amp not in AMP_DTYPES:
-        raise ValueError("MODEL.REFSEG.ACCEL.AMP must be one of {}, got {!r}".format(
-            tuple(AMP_DTYPES), amp))
+        raise ValueError("MODEL.REFSEG.{} must be one of {}, got {!r}".format(
+            key, tuple(AMP_DTYPES), amp))
     return AMP_DTYPES[amp]
 
 

@@ -1,18 +1,16 @@
 """
-The reference-independent part of the method: per target image, SAM 2's kept proposals and
-their pooled DINOv2 features (the first half of the authors'
-``Sam2MatchingBaselineNoAMG.forward_test``: point grid, best-of-3, predicted-IoU filter, mask
-pooling).
+The reference-independent part of the method: per target image, the proposal masks of a
+proposal source (SAM 2 from a point grid, as "No Time to Train!", or from boxes, as FSOD-VFM;
+``sources.py``) and their pooled DINOv2 features (``..pooling``).
 
 Timer stages: "dinov2" (target features), "sam2_image_encoder", "sam2_prompt_decoding" (the
-point grid, best-of-3, predicted-IoU filter), "feature_pooling" (features on the mask grid,
-mask-pooled and normalised; low-resolution boxes).
+prompts of the source: point grid with best-of-3 and predicted-IoU filter, or boxes),
+"feature_pooling" (features pooled under the masks; NMS boxes).
 
-Shape shorthand: N kept proposals, D feature dimension, h x w the low-resolution mask grid
-(S / 4 for a SAM 2 input of S), H x W the original image size.
+Shape shorthand: N proposals, D feature dimension, h x w the low-resolution mask grid (S / 4 for
+a SAM 2 input of S), L the pooling grid (h * w or the token grid), H x W the original image size.
 """
 import torch
-import torch.nn.functional as F
 
 from .. import ops
 
@@ -20,26 +18,31 @@ from .. import ops
 class LogitMasks:
     """Proposal masks held as low-resolution logits, upsampled on demand."""
 
-    def __init__(self, logits, max_pixels=1 << 28):
+    def __init__(self, logits, max_pixels=1 << 28, antialias=True):
         """
         Args:
             logits: (N, h, w) float mask logits.
             max_pixels (int): full-size mask pixels upsampled at a time (FULL_MASKS.MAX_PIXELS;
                 at least one mask).
+            antialias (bool): antialiased bilinear upsampling (SAM2.INTERFACE "direct") or
+                plain bilinear ("image_predictor").
         """
         self.logits = logits
         self.max_pixels = max_pixels
+        self.antialias = antialias
 
     def _chunk(self, size):
         return max(1, self.max_pixels // max(1, size[0] * size[1]))
 
     def full(self, indices, size):
-        """(k, H, W) bool: bilinear + antialias upsampling to ``size``, thresholded at 0."""
-        return ops.upsample_mask_logits(self.logits[indices], size, self._chunk(size))
+        """(k, H, W) bool: bilinear upsampling to ``size``, thresholded at 0."""
+        return ops.upsample_mask_logits(self.logits[indices], size, self._chunk(size),
+                                        self.antialias)
 
     def iter_full(self, indices, size):
         """The masks of ``full`` a chunk at a time: yields (start, (c, H, W) bool)."""
-        return ops.iter_upsampled_masks(self.logits[indices], size, self._chunk(size))
+        return ops.iter_upsampled_masks(self.logits[indices], size, self._chunk(size),
+                                        self.antialias)
 
 
 class Proposals:
@@ -47,20 +50,27 @@ class Proposals:
     The proposals of one target image.
 
     Attributes:
-        features: (N, D) unit-norm pooled DINOv2 features (zero for an empty mask).
-        pred_ious: (N,) SAM 2 predicted IoUs.
-        boxes: (N, 4) int64 inclusive boxes on the low-resolution mask grid.
+        features: (N, D) unit-norm pooled features (zero for an empty mask).
+        rank_scores: (N,) the order of the NMS and de-duplication (SAM 2's predicted IoUs for
+            the point grid; decreasing in the source's order for boxes).
+        boxes: (N, 4) boxes of the NMS (inclusive boxes on the low-resolution mask grid, or the
+            proposal boxes).
         masks (LogitMasks): the masks, upsampled on demand.
+        pooled_masks: (N, L) bool, the masks on the pooling grid.
+        output_boxes: (N, 4) float XYXY boxes in original pixels reported for the detections,
+            or None (the full-size masks' extents).
     """
 
-    def __init__(self, features, pred_ious, boxes, masks):
+    def __init__(self, features, rank_scores, boxes, masks, pooled_masks=None, output_boxes=None):
         self.features = features
-        self.pred_ious = pred_ious
+        self.rank_scores = rank_scores
         self.boxes = boxes
         self.masks = masks
+        self.pooled_masks = pooled_masks
+        self.output_boxes = output_boxes
 
     def __len__(self):
-        return self.pred_ious.shape[0]
+        return self.rank_scores.shape[0]
 
     def full_masks(self, indices, size):
         """(k, H, W) bool full-resolution masks of the proposals ``indices`` (k,)."""
@@ -73,20 +83,22 @@ class Proposals:
 
 class ProposalGenerator:
     """
-    Target images -> :class:`Proposals`, with the encoder and SAM 2 prompter of the model (shared
-    modules, not copies).
+    Target images -> :class:`Proposals`, with the model's proposal source, pooling and SAM 2
+    prompter (shared objects, not copies).
     """
 
-    def __init__(self, encoder, prompter, timer, max_pixels=1 << 28):
+    def __init__(self, source, pooling, prompter, timer, max_pixels=1 << 28):
         """
         Args:
-            encoder (nn.Module): the semantic encoder (it applies its own precision settings).
+            source: a ``REFSEG_PROPOSAL_SOURCE_REGISTRY`` object (``sources.py``).
+            pooling: a ``REFSEG_POOLING_REGISTRY`` object (``refseg_d2.modeling.pooling``).
             prompter (SAM2Prompter): SAM 2; its ``autocast()`` (ACCEL.AMP, ACCEL.TF32) covers
                 the SAM 2 forwards.
             timer (StageTimer): where the stage times go.
             max_pixels (int): full-size mask pixels upsampled at a time (FULL_MASKS.MAX_PIXELS).
         """
-        self.encoder = encoder
+        self.source = source
+        self.pooling = pooling
         self.prompter = prompter
         self.timer = timer
         self.max_pixels = max_pixels
@@ -98,49 +110,42 @@ class ProposalGenerator:
     def __call__(self, batched_inputs):
         """
         Args:
-            batched_inputs (list[dict]): from ``RefSegTargetMapper``: "image" (3, S, S) uint8
-                RGB, "height", "width" (the output size), optionally "file_name".
+            batched_inputs (list[dict]): from ``RefSegTargetMapper``: "image" (3, S, S) or
+                (3, H, W) uint8 RGB (see ``SAM2Prompter.prepare_image``), "height", "width"
+                (the output size), "encoder_image" for the token-grid pooling, "image_id" for
+                a boxes file, optionally "file_name".
         Returns:
-            list[Proposals], one per input. DINOv2 encodes the images of the call together
+            list[Proposals], one per input. The encoder encodes the images of the call together
             (the test loader's ACCEL.IMAGES_PER_BATCH; equal to one at a time up to float
             rounding).
         """
         if not batched_inputs:
             return []
-        images = torch.stack([self._target_image(x) for x in batched_inputs])
+        images = torch.cat([self._sam_image(x) for x in batched_inputs])
         with self.timer.stage("dinov2", self.device):
-            size = self.encoder.input_size
-            enc_in = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
-            feature_maps = self.encoder(enc_in).float()
-        return [self._propose_one(image[None], feature_map)
-                for image, feature_map in zip(images, feature_maps)]
+            feature_maps = self.pooling.feature_maps(batched_inputs, images)
+        return [self._propose_one(inputs, image[None], feature_map)
+                for inputs, image, feature_map in zip(batched_inputs, images, feature_maps)]
 
-    def _target_image(self, inputs):
-        """(3, S, S) float image in [0, 1] on the device."""
-        image = inputs["image"].to(self.device)
-        size = self.prompter.input_size
-        if image.dim() != 3 or tuple(image.shape) != (3, size, size):
-            raise ValueError(
-                "Image {} has shape {}, expected (3, {s}, {s}): targets must come from "
-                "RefSegTargetMapper".format(inputs.get("file_name", "?"), tuple(image.shape), s=size)
-            )
-        return image.to(torch.float32) / 255.0
+    def _sam_image(self, inputs):
+        try:
+            return self.prompter.prepare_image(inputs["image"])
+        except ValueError as e:
+            raise ValueError("Target {}: {}".format(inputs.get("file_name", "?"), e)) from e
 
-    def _propose_one(self, image, feature_map):
+    def _propose_one(self, inputs, image, feature_map):
         """image (1, 3, S, S) in [0, 1], feature_map (D, g, g) -> Proposals."""
         timer, dev = self.timer, self.device
+        size = (int(inputs.get("height", image.shape[-2])), int(inputs.get("width", image.shape[-1])))
         with timer.stage("sam2_image_encoder", dev), self.prompter.autocast():
             embedding, high_res = self.prompter.encode_image(image)
         with timer.stage("sam2_prompt_decoding", dev), self.prompter.autocast():
-            logits, pred_ious = self.prompter.decode_point_grid(embedding, high_res)
-        logits, pred_ious = logits.float(), pred_ious.float()
+            logits, rank_scores, output_boxes = self.source(self.prompter, inputs, embedding,
+                                                            high_res, size)
+        logits, rank_scores = logits.float(), rank_scores.float()
+        masks = LogitMasks(logits, self.max_pixels, self.prompter.upsample_antialias)
         with timer.stage("feature_pooling", dev):
-            n, h, w = logits.shape
-            grid = F.interpolate(
-                feature_map[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True
-            )[0]
-            grid = grid.reshape(grid.shape[0], h * w).t()
-            low_res = logits > 0
-            features = ops.masked_average_features(low_res.reshape(n, h * w), grid)
-            boxes = ops.masks_to_boxes_inclusive(low_res)
-        return Proposals(features, pred_ious, boxes, LogitMasks(logits, self.max_pixels))
+            features, pooled = self.pooling.pool(feature_map, masks, size)
+            boxes = output_boxes if output_boxes is not None else ops.masks_to_boxes_inclusive(
+                logits > 0)
+        return Proposals(features, rank_scores, boxes, masks, pooled, output_boxes)

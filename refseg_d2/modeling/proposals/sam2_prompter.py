@@ -9,6 +9,16 @@ are called directly, including the private ``_prepare_backbone_features`` of sam
 Shape shorthand: S = SAM 2 input size, e = S / 16 (embedding grid), h = w = S / 4 (mask grid),
 P = number of prompts.
 
+How SAM 2 is called (``MODEL.REFSEG.SAM2.INTERFACE``):
+- "direct" ("No Time to Train!"): the image arrives squashed to S x S by the mapper (PIL
+  bicubic); no ``no_mem_embed``; boxes are box prompts; mask logits are upsampled to the image
+  with antialiasing.
+- "image_predictor" (SAM 2's ``SAM2ImagePredictor``, as FSOD-VFM calls it): the image arrives at
+  its own size and is resized here as the predictor's transforms do (float in [0, 1], bilinear
+  with antialiasing); ``no_mem_embed`` is added to the embedding; a box is given as its two
+  corners with point labels 2 and 3 (plus SAM 2's padding point), in coordinates normalised by
+  the image size then scaled to S; mask logits are upsampled without antialiasing.
+
 Two decoders give the same proposals (``MODEL.REFSEG.SAM2.DECODER``): "official" calls SAM 2's
 ``MaskDecoder.forward`` on every batch of prompts (the reference's computation); "shared"
 (``prompt_decoding.SharedPromptDecoder``) runs the same modules but computes the image-side
@@ -20,6 +30,7 @@ import logging
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ...config import declare_choices
 from ..encoders import IMAGENET_MEAN, IMAGENET_STD
@@ -35,6 +46,7 @@ logger = logging.getLogger(__name__)
 SAM2_VERSION = "1.1.0"
 
 DECODERS = declare_choices("SAM2.DECODER", ("shared", "official"))
+INTERFACES = declare_choices("SAM2.INTERFACE", ("direct", "image_predictor"))
 
 
 def check_sam2_version(version=None):
@@ -110,7 +122,7 @@ class SAM2Prompter(nn.Module):
     """Point-grid and box prompting of a frozen SAM 2 model."""
 
     def __init__(self, sam_model, points_per_side, points_per_batch, pred_iou_thresh,
-                 decoder="official", amp_dtype=None, tf32=False):
+                 decoder="official", amp_dtype=None, tf32=False, interface="direct"):
         """
         Args:
             sam_model (SAM2Base): see :func:`build_sam2_model`.
@@ -123,12 +135,17 @@ class SAM2Prompter(nn.Module):
             amp_dtype (torch.dtype or None): autocast dtype of :meth:`autocast` (the SAM 2
                 forwards of targets and references; ACCEL.AMP).
             tf32 (bool): allow TF32 in CUDA matmuls inside :meth:`autocast` (ACCEL.TF32).
+            interface (str): "direct" or "image_predictor" (see the module docstring).
         """
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError("MODEL.REFSEG.SAM2.DECODER must be one of {}, got {!r}".format(
                 DECODERS, decoder))
+        if interface not in INTERFACES:
+            raise ValueError("MODEL.REFSEG.SAM2.INTERFACE must be one of {}, got {!r}".format(
+                INTERFACES, interface))
         self.decoder = decoder
+        self.interface = interface
         self.amp_dtype = amp_dtype
         self.tf32 = tf32
         self.shared = SharedPromptDecoder(sam_model.sam_mask_decoder, points_per_batch)
@@ -142,9 +159,50 @@ class SAM2Prompter(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
         self.register_buffer("grid", point_grid(points_per_side, self.input_size), False)
 
-    def autocast(self):
-        """The precision context of the SAM 2 forwards (ACCEL.AMP, ACCEL.TF32; a no-op in fp32)."""
-        return precision(self.pixel_mean.device.type, self.amp_dtype, self.tf32)
+    def autocast(self, dtype=None):
+        """
+        The precision context of the SAM 2 forwards (ACCEL.AMP, ACCEL.TF32; a no-op in fp32);
+        ``dtype`` replaces the ACCEL.AMP dtype (MEMORY.SAM2_AMP for reference masks).
+        """
+        return precision(self.pixel_mean.device.type, dtype or self.amp_dtype, self.tf32)
+
+    @property
+    def upsample_antialias(self):
+        """Whether mask logits are upsampled to the image with antialiasing (the interface's)."""
+        return self.interface == "direct"
+
+    def prepare_image(self, image):
+        """
+        The SAM 2 input of a mapped image.
+
+        Args:
+            image: (3, S, S) uint8 ("direct": squashed by the mapper) or (3, H, W) uint8
+                ("image_predictor": resized here, bilinear with antialiasing, in float).
+        Returns:
+            (1, 3, S, S) float32 RGB in [0, 1] on the device.
+        """
+        x = image.to(self.pixel_mean.device).to(torch.float32)[None] / 255.0
+        size = self.input_size
+        if self.interface == "image_predictor":
+            return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                 antialias=True)
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
+            raise ValueError("SAM 2 input has shape {}, expected (3, {s}, {s}): images must come "
+                             "from the refseg mappers".format(tuple(image.shape), s=size))
+        return x
+
+    def input_boxes(self, boxes, size):
+        """
+        XYXY boxes in the pixels of an image of ``size`` = (H, W) -> (R, 4) in the S x S input
+        frame, computed as the interface does.
+        """
+        height, width = size
+        side = self.input_size
+        boxes = boxes.to(self.pixel_mean.device, torch.float32)
+        if self.interface == "image_predictor":
+            scale = torch.tensor([width, height] * 2, dtype=torch.float32, device=boxes.device)
+            return boxes / scale * side
+        return boxes * torch.tensor([side / width, side / height] * 2, device=boxes.device)
 
     def _shared_context(self, embedding, high_res):
         pe = self.sam.sam_prompt_encoder.get_dense_pe()
@@ -162,6 +220,8 @@ class SAM2Prompter(nn.Module):
         x = (image - self.pixel_mean) / self.pixel_std
         backbone_out = self.sam.forward_image(x)
         _, feats, _, sizes = self.sam._prepare_backbone_features(backbone_out)
+        if self.interface == "image_predictor" and self.sam.directly_add_no_mem_embed:
+            feats[-1] = feats[-1] + self.sam.no_mem_embed
         maps = [f.permute(1, 2, 0).reshape(1, -1, *s) for f, s in zip(feats, sizes)]
         return maps[-1], maps[:-1]
 
@@ -217,10 +277,15 @@ class SAM2Prompter(nn.Module):
         Returns:
             (R, h, w) mask logits.
         """
+        prompt = {"points": None, "boxes": boxes}
+        if self.interface == "image_predictor":
+            labels = torch.tensor([[2, 3]], dtype=torch.int32, device=boxes.device)
+            prompt = {"points": (boxes.reshape(-1, 2, 2), labels.repeat(boxes.shape[0], 1)),
+                      "boxes": None}
         if self.decoder == "shared":
-            sparse, _ = self.sam.sam_prompt_encoder(points=None, boxes=boxes, masks=None)
+            sparse, _ = self.sam.sam_prompt_encoder(masks=None, **prompt)
             return self.shared.decode_single(self._shared_context(embedding, high_res), sparse)[0]
-        logits, _ = self._decode(embedding, high_res, boxes=boxes, multimask=False)
+        logits, _ = self._decode(embedding, high_res, multimask=False, **prompt)
         return logits[:, 0]
 
 
