@@ -1,6 +1,7 @@
 """
-Dataset mappers: target images squashed to the SAM 2 input, and reference images with the
-geometry of each reference crop.
+Dataset mappers: target images (squashed to the SAM 2 input, or at their own size for SAM 2's
+image-predictor interface, plus the encoder input the pooling asks for), and reference images
+with the geometry of each reference crop.
 
 Both read images with PIL and convert them to RGB (grayscale, RGBA and palette images
 included), as the reference does; Detectron2's BGR ``read_image`` path is not used.
@@ -14,6 +15,7 @@ from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 from PIL import Image
 
+from ..modeling.pooling import pooling_class
 from ..utils.geometry import bbox_xywh, context_crop_window
 from ..utils.images import read_rgb
 from ..utils.masks import decode_segmentation, has_segmentation, segmentation_rle
@@ -31,26 +33,55 @@ def squash_resize(image, size):
     return image.resize((size, size), Image.BICUBIC)
 
 
+def sam_input(image, input_size):
+    """
+    The SAM 2 input of a PIL image: (3, S, S) uint8 squashed with Pillow's bicubic filter
+    (``SAM2.INTERFACE`` "direct", ``input_size`` = S), or the image itself (3, H, W) uint8
+    (``input_size`` None: "image_predictor", which resizes in the model).
+    """
+    return pil_to_tensor(squash_resize(image, input_size) if input_size else image)
+
+
+def _interface_input_size(cfg):
+    """SAM2.INPUT_SIZE for the "direct" interface, None for "image_predictor"."""
+    r = cfg.MODEL.REFSEG
+    return r.SAM2.INPUT_SIZE if r.SAM2.INTERFACE == "direct" else None
+
+
 class RefSegTargetMapper:
     """
     Maps a dataset dict to the model input of a target image: "image" is the image squashed
-    to S x S (S = MODEL.REFSEG.SAM2.INPUT_SIZE, PIL bicubic) as a (3, S, S) uint8 tensor;
-    "height"/"width" keep the original size (from the dataset dict, as the reference takes
-    it from the JSON). Annotations are dropped. An image already in memory (a PIL image) can be
-    given instead of reading ``file_name``.
+    to S x S (S = MODEL.REFSEG.SAM2.INPUT_SIZE, PIL bicubic) as a (3, S, S) uint8 tensor, or,
+    with SAM2.INTERFACE "image_predictor", the image at its own size (3, H, W);
+    "encoder_image" is added when the pooling asks for one (``MODEL.REFSEG.POOLING``
+    token_grid); "height"/"width" keep the original size (from the dataset dict, as the
+    reference takes it from the JSON). Annotations are dropped. An image already in memory (a
+    PIL image) can be given instead of reading ``file_name``.
     """
 
     @configurable
-    def __init__(self, *, input_size, apply_exif=False):
+    def __init__(self, *, input_size, apply_exif=False, encoder_input=None, encoder_size=None):
+        """
+        Args:
+            input_size (int or None): S, or None to keep the image size (see :func:`sam_input`).
+            encoder_input: None, or a function (PIL image, encoder_size) -> "encoder_image" (the
+                pooling's ``encoder_input``).
+        """
         self.input_size = input_size
         self.apply_exif = apply_exif
-        logger.info("[RefSegTargetMapper] squash-resize to %dx%d (PIL bicubic)", input_size, input_size)
+        self.encoder_input = encoder_input
+        self.encoder_size = encoder_size
+        if input_size:
+            logger.info("[RefSegTargetMapper] squash-resize to %dx%d (PIL bicubic)", input_size,
+                        input_size)
 
     @classmethod
     def from_config(cls, cfg):
         return {
-            "input_size": cfg.MODEL.REFSEG.SAM2.INPUT_SIZE,
+            "input_size": _interface_input_size(cfg),
             "apply_exif": cfg.MODEL.REFSEG.INPUT.APPLY_EXIF,
+            "encoder_input": pooling_class(cfg).encoder_input,
+            "encoder_size": cfg.MODEL.REFSEG.ENCODER.INPUT_SIZE,
         }
 
     def __call__(self, dataset_dict, image=None):
@@ -70,7 +101,10 @@ class RefSegTargetMapper:
                 "dataset size (as the reference implementation does)",
                 d.get("file_name"), image.width, image.height, int(d["width"]), int(d["height"]),
             )
-        d["image"] = pil_to_tensor(squash_resize(image, self.input_size))
+        d["image"] = sam_input(image, self.input_size)
+        encoder_image = self.encoder_input and self.encoder_input(image, self.encoder_size)
+        if encoder_image is not None:
+            d["encoder_image"] = encoder_image
         d.pop("annotations", None)
         d.pop("sem_seg_file_name", None)
         return d
@@ -86,17 +120,31 @@ class RefSegReferenceMapper:
     """
 
     @configurable
-    def __init__(self, *, context_ratio, sam_input_size, apply_exif=False):
+    def __init__(self, *, context_ratio, sam_input_size, apply_exif=False, sam2_for_all=False,
+                 encoder_input=None, encoder_size=None):
+        """
+        Args:
+            sam_input_size (int or None): see :func:`sam_input`.
+            sam2_for_all (bool): SAM 2 masks every reference (MEMORY.MASK_SOURCE sam2_box), so
+                "sam_image" is always added.
+            encoder_input, encoder_size: as for :class:`RefSegTargetMapper`.
+        """
         self.context_ratio = context_ratio
         self.sam_input_size = sam_input_size
         self.apply_exif = apply_exif
+        self.sam2_for_all = sam2_for_all
+        self.encoder_input = encoder_input
+        self.encoder_size = encoder_size
 
     @classmethod
     def from_config(cls, cfg):
         return {
             "context_ratio": cfg.MODEL.REFSEG.MEMORY.CONTEXT_RATIO,
-            "sam_input_size": cfg.MODEL.REFSEG.SAM2.INPUT_SIZE,
+            "sam_input_size": _interface_input_size(cfg),
             "apply_exif": cfg.MODEL.REFSEG.INPUT.APPLY_EXIF,
+            "sam2_for_all": cfg.MODEL.REFSEG.MEMORY.MASK_SOURCE == "sam2_box",
+            "encoder_input": pooling_class(cfg).encoder_input,
+            "encoder_size": cfg.MODEL.REFSEG.ENCODER.INPUT_SIZE,
         }
 
     def reference_annotations(self, dataset_dict, width, height):
@@ -192,7 +240,11 @@ class RefSegReferenceMapper:
         out = {k: v for k, v in d.items() if k != "annotations"}
         out["image"] = pil_to_tensor(image)
         out["instances"] = inst
-        if not bool(inst.has_mask.all()):
-            out["sam_image"] = pil_to_tensor(squash_resize(image, self.sam_input_size))
+        if self.sam2_for_all or not bool(inst.has_mask.all()):
+            out["sam_image"] = (sam_input(image, self.sam_input_size) if self.sam_input_size
+                                else out["image"])
+        encoder_image = self.encoder_input and self.encoder_input(image, self.encoder_size)
+        if encoder_image is not None:
+            out["encoder_image"] = encoder_image
         return out
 
