@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
-from detectron2.structures import BoxMode
+from detectron2.structures import Boxes, BoxMode, Instances
 from PIL import Image
 
 from .data.mappers import RefSegReferenceMapper, RefSegTargetMapper
@@ -33,6 +33,20 @@ from .utils.images import image_size
 from .utils.masks import binary_mask
 
 logger = logging.getLogger(__name__)
+
+
+def given_proposals(boxes, scores, height, width):
+    """Detectron2's precomputed-proposals Instances of user boxes (see ``RefSegPredictor``)."""
+    boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float64)).reshape(-1, 4)
+    if scores is None:
+        scores = torch.ones(len(boxes), dtype=torch.float64)
+    scores = torch.as_tensor(np.asarray(scores, dtype=np.float64)).reshape(-1)
+    if len(scores) != len(boxes):
+        raise ValueError("{} boxes but {} scores".format(len(boxes), len(scores)))
+    proposals = Instances((int(height), int(width)))
+    proposals.proposal_boxes = Boxes(boxes)
+    proposals.objectness_logits = scores
+    return proposals
 
 
 class RefSegPredictor:
@@ -82,11 +96,16 @@ class RefSegPredictor:
         )
 
     @torch.no_grad()
-    def __call__(self, image):
+    def __call__(self, image, boxes=None, scores=None):
         """
         Args:
             image: (H, W, 3) uint8 array in cfg.INPUT.FORMAT channel order, a PIL image, or
                 an image file name (read as the test loader reads it).
+            boxes: optional (n, 4) XYXY boxes in the image's pixels (array, list or tensor):
+                SAM 2 is prompted with these instead of the config's proposal source, with the
+                same box selection as a boxes file (MODEL.REFSEG.PROPOSALS: scores below
+                MIN_SCORE dropped, MAX_BOXES best, integer boxes clipped to the image).
+            scores: optional (n,) scores of ``boxes`` (default: 1 each).
         Returns:
             dict: {"instances": Instances} at (H, W) with pred_masks (N, H, W) bool,
             pred_boxes, scores (N,) and pred_classes (N,) (index into :attr:`class_names`),
@@ -101,6 +120,8 @@ class RefSegPredictor:
             inputs = self.target_mapper({"file_name": image})
         else:
             inputs = self.target_mapper({"file_name": None}, image=self._to_pil(image, "image"))
+        if boxes is not None:
+            inputs["proposals"] = given_proposals(boxes, scores, inputs["height"], inputs["width"])
         return self.model([inputs])[0]
 
     def _to_pil(self, image, what):

@@ -42,7 +42,7 @@ from ..utils.timing import StageTimer
 from .defaults import METRICS_FILE, write_metrics
 from .memory_filling import check_memory_matches
 from .memory_sets import build_memories
-from .trainer import RefSegTrainer, load_test_dataset
+from .trainer import RefSegTrainer, load_test_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def run_sweep(cfg, model, runs, runs_per_pass=0, on_finished=None):
             runs_per_pass))
     refseg = unwrap_model(model)
     start = time.perf_counter()
-    tests = OrderedDict((name, load_test_dataset(name)) for name in cfg.DATASETS.TEST)
+    tests = load_test_datasets(cfg, refseg)
     todo = pending_runs(runs)
     logger.info("Sweep of %d runs: %d finished (not redone), %d to run: %s", len(runs),
                 len(runs) - len(todo), len(todo), [r.name for r in todo])

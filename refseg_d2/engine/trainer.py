@@ -35,6 +35,17 @@ def load_test_dataset(dataset_name):
     return dicts
 
 
+def load_test_datasets(cfg, model):
+    """
+    The dicts of every DATASETS.TEST dataset (:func:`load_test_dataset`), checked against the
+    model's proposal source (``RefSeg.check_targets``). Returns OrderedDict name -> dicts.
+    """
+    tests = OrderedDict((name, load_test_dataset(name)) for name in cfg.DATASETS.TEST)
+    for name, dicts in tests.items():
+        model.check_targets(dicts, name)
+    return tests
+
+
 class RefSegTrainer(DefaultTrainer):
     """
     Only its class methods are used: RefSeg has no trainable parameter, so there is nothing
@@ -82,7 +93,7 @@ class RefSegTrainer(DefaultTrainer):
             dict: the results of the one test dataset, or test dataset -> results.
         """
         refseg = unwrap_model(model)
-        tests = OrderedDict((name, load_test_dataset(name)) for name in cfg.DATASETS.TEST)
+        tests = load_test_datasets(cfg, refseg)
         if isinstance(evaluators, DatasetEvaluator):
             evaluators = [evaluators]
         if evaluators is not None and len(evaluators) != len(tests):

@@ -31,7 +31,7 @@ from .pooling import MaskGridPooling, build_pooling
 from .precision import amp_dtype
 from .proposals import ProposalGenerator, SAM2Prompter, build_sam2_model
 from .proposals.accel import compile_models
-from .proposals.sources import PointGridSource, build_proposal_source
+from .proposals.sources import GivenBoxesSource, PointGridSource, build_proposal_source
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class RefSeg(nn.Module):
         dedup=None,
         dedup_masks="full",
         negative_scores="drop",
+        given_boxes=None,
     ):
         """
         Args:
@@ -93,6 +94,7 @@ class RefSeg(nn.Module):
                 ``pooling``, ``memory.encoding``, ``dedup``); None: NTT's (point grid, mask-grid
                 pooling, annotation masks, soft merging).
             dedup_masks (str), negative_scores (str): see ``refseg_d2.modeling.matching``.
+            given_boxes (GivenBoxesSource): prompts the boxes an input carries ("proposals").
         """
         super().__init__()
         self.encoder = encoder
@@ -102,7 +104,8 @@ class RefSeg(nn.Module):
         self.proposal_source = proposal_source or PointGridSource()
         self.pooling = pooling or MaskGridPooling(encoder)
         self.proposal_generator = ProposalGenerator(
-            self.proposal_source, self.pooling, prompter, self.timer, max_pixels)
+            self.proposal_source, self.pooling, prompter, self.timer, max_pixels,
+            given_boxes or GivenBoxesSource())
         self.matcher = ProposalMatcher(
             self.timer, nms_thresh, nms_keep_factor, max_detections, merge_exponent,
             full_mask_mode, max_pixels, dedup, dedup_masks, negative_scores,
@@ -137,6 +140,7 @@ class RefSeg(nn.Module):
             "dedup": build_dedup(cfg),
             "dedup_masks": r.DEDUP.MASKS,
             "negative_scores": r.NEGATIVE_SCORES,
+            "given_boxes": GivenBoxesSource(cfg),
         }
 
     @property
@@ -181,6 +185,13 @@ class RefSeg(nn.Module):
         outputs = self.match_batch(batched_inputs, self.compute_proposals(batched_inputs))
         log_every_n_seconds(logging.INFO, "Per-stage time: " + self.timer.summary(), n=60, name=__name__)
         return outputs
+
+    def check_targets(self, dicts, dataset_name):
+        """
+        Check, before any model work, that the proposal source can serve the images of a test
+        dataset (a boxes file must have every image id); raises naming the image at fault.
+        """
+        self.proposal_source.check_targets(dicts, dataset_name)
 
     def output_size(self, inputs):
         """(height, width) of a target input (its original size)."""

@@ -87,7 +87,7 @@ class ProposalGenerator:
     prompter (shared objects, not copies).
     """
 
-    def __init__(self, source, pooling, prompter, timer, max_pixels=1 << 28):
+    def __init__(self, source, pooling, prompter, timer, max_pixels=1 << 28, given_boxes=None):
         """
         Args:
             source: a ``REFSEG_PROPOSAL_SOURCE_REGISTRY`` object (``sources.py``).
@@ -96,8 +96,11 @@ class ProposalGenerator:
                 the SAM 2 forwards.
             timer (StageTimer): where the stage times go.
             max_pixels (int): full-size mask pixels upsampled at a time (FULL_MASKS.MAX_PIXELS).
+            given_boxes: the source of the inputs that carry their own "proposals"
+                (``sources.GivenBoxesSource``).
         """
         self.source = source
+        self.given_boxes = given_boxes
         self.pooling = pooling
         self.prompter = prompter
         self.timer = timer
@@ -113,7 +116,8 @@ class ProposalGenerator:
             batched_inputs (list[dict]): from ``RefSegTargetMapper``: "image" (3, S, S) or
                 (3, H, W) uint8 RGB (see ``SAM2Prompter.prepare_image``), "height", "width"
                 (the output size), "encoder_image" for the token-grid pooling, "image_id" for
-                a boxes file, optionally "file_name".
+                a boxes file, optionally "file_name" and "proposals" (boxes of the input that
+                replace the source, see ``sources.GivenBoxesSource``).
         Returns:
             list[Proposals], one per input. The encoder encodes the images of the call together
             (the test loader's ACCEL.IMAGES_PER_BATCH; equal to one at a time up to float
@@ -140,8 +144,9 @@ class ProposalGenerator:
         with timer.stage("sam2_image_encoder", dev), self.prompter.autocast():
             embedding, high_res = self.prompter.encode_image(image)
         with timer.stage("sam2_prompt_decoding", dev), self.prompter.autocast():
-            logits, rank_scores, output_boxes = self.source(self.prompter, inputs, embedding,
-                                                            high_res, size)
+            source = self.given_boxes if "proposals" in inputs else self.source
+            logits, rank_scores, output_boxes = source(self.prompter, inputs, embedding, high_res,
+                                                       size)
         logits, rank_scores = logits.float(), rank_scores.float()
         masks = LogitMasks(logits, self.max_pixels, self.prompter.upsample_antialias)
         with timer.stage("feature_pooling", dev):

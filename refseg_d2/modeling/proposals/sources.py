@@ -40,6 +40,9 @@ class PointGridSource:
     def __init__(self, cfg=None):
         pass
 
+    def check_targets(self, dicts, dataset_name):
+        """Nothing to check: every image gets the grid."""
+
     def __call__(self, prompter, inputs, embedding, high_res, size):
         logits, pred_ious = prompter.decode_point_grid(embedding, high_res)
         return logits, pred_ious, None
@@ -77,11 +80,17 @@ class BoxPromptSource:
     original pixels and (n,) scores, before :func:`select_boxes`.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg=None):
+        if cfg is None:
+            self.min_score, self.max_boxes, self.boxes_per_batch = 0.01, 100, 32
+            return
         p = cfg.MODEL.REFSEG.PROPOSALS
         self.min_score = p.MIN_SCORE
         self.max_boxes = p.MAX_BOXES
         self.boxes_per_batch = p.BOXES_PER_BATCH
+
+    def check_targets(self, dicts, dataset_name):
+        """Check, before any model work, that the targets of ``dataset_name`` can be served."""
 
     def __call__(self, prompter, inputs, embedding, high_res, size):
         height, width = size
@@ -99,6 +108,19 @@ class BoxPromptSource:
         return logits, ranks, boxes
 
 
+class GivenBoxesSource(BoxPromptSource):
+    """
+    The boxes an input carries itself, as Detectron2's precomputed proposals: "proposals", an
+    Instances with proposal_boxes (XYXY, original pixels) and objectness_logits (the scores).
+    ``RefSegPredictor(image, boxes=...)`` gives them; they replace the model's source.
+    """
+
+    def raw_boxes(self, inputs, size):
+        proposals = inputs["proposals"]
+        return (proposals.proposal_boxes.tensor.to(torch.float64).cpu(),
+                proposals.objectness_logits.to(torch.float64).cpu())
+
+
 @register_as(REFSEG_PROPOSAL_SOURCE_REGISTRY, "boxes_file")
 class BoxesFileSource(BoxPromptSource):
     """
@@ -111,20 +133,43 @@ class BoxesFileSource(BoxPromptSource):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.path = cfg.MODEL.REFSEG.PROPOSALS.BOXES_FILE
-        self.boxes = load_boxes_file(self.path)
+        # without a file, only inputs that carry their own boxes can be served (the predictor)
+        self.boxes = load_boxes_file(self.path) if self.path else None
 
-    def unused_ids(self, image_ids):
-        """The ids of the file that are not in ``image_ids`` (sorted)."""
-        return sorted(set(self.boxes) - {int(i) for i in image_ids})
+    def _file(self):
+        if self.boxes is None:
+            raise ValueError("MODEL.REFSEG.PROPOSALS.SOURCE boxes_file needs "
+                             "MODEL.REFSEG.PROPOSALS.BOXES_FILE (a COCO results JSON), or boxes "
+                             "given with each image (RefSegPredictor(image, boxes=...))")
+        return self.boxes
+
+    def check_targets(self, dicts, dataset_name):
+        """
+        Raise KeyError naming the first image of ``dicts`` without boxes in the file; warn
+        about the ids of the file that no image of the dataset has.
+        """
+        ids, boxes = set(), self._file()
+        for d in dicts:
+            image_id = d.get("image_id")
+            if image_id is None or int(image_id) not in boxes:
+                raise KeyError(
+                    "MODEL.REFSEG.PROPOSALS.BOXES_FILE {} has no box for image_id {} ({}) of "
+                    "the test dataset {!r}".format(self.path, image_id, d.get("file_name", "?"),
+                                                   dataset_name))
+            ids.add(int(image_id))
+        unknown = sorted(set(boxes) - ids)
+        if unknown:
+            logger.warning("MODEL.REFSEG.PROPOSALS.BOXES_FILE %s has boxes for %d image ids that "
+                           "the test dataset %r does not have (ignored), e.g. %s", self.path,
+                           len(unknown), dataset_name, unknown[:5])
 
     def raw_boxes(self, inputs, size):
-        image_id = inputs.get("image_id")
-        if image_id is None or int(image_id) not in self.boxes:
+        image_id, boxes = inputs.get("image_id"), self._file()
+        if image_id is None or int(image_id) not in boxes:
             raise KeyError(
                 "MODEL.REFSEG.PROPOSALS.BOXES_FILE {} has no box for image_id {} ({})".format(
                     self.path, image_id, inputs.get("file_name", "?")))
-        boxes, scores = self.boxes[int(image_id)]
-        return boxes, scores
+        return boxes[int(image_id)]
 
 
 def load_boxes_file(path):
@@ -135,9 +180,6 @@ def load_boxes_file(path):
     Raises:
         ValueError: naming the file and the entry at fault.
     """
-    if not path:
-        raise ValueError("MODEL.REFSEG.PROPOSALS.SOURCE boxes_file needs "
-                         "MODEL.REFSEG.PROPOSALS.BOXES_FILE (a COCO results JSON)")
     try:
         with open(path) as f:
             entries = json.load(f)
