@@ -320,3 +320,39 @@ def test_predictor_prompts_the_boxes_it_is_given(sam21_weights, synthetic):
     assert out.pred_masks.shape[1:] == (first["height"], first["width"])
     with pytest.raises(ValueError, match="3 boxes but 2 scores"):
         predictor(path, boxes=boxes, scores=[0.9, 0.8])
+
+
+def test_support_file_maps_class_names_to_the_test_set_ids(synthetic, tmp_path):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from refseg_d2.data.datasets.fsod_vfm import load_support_file, test_categories
+    from refseg_d2.engine.memory_filling import dataset_classes
+
+    from common import register
+
+    test = register("fv_support_test", synthetic["targets"])
+    categories = test_categories(test)
+    assert categories == {3: "red_square", 7: "green_disc", 12: "blue_triangle"}
+    support = tmp_path / "support.json"
+    support.write_text(json.dumps({
+        "blue_triangle": [{"image": "a.png", "bbox": [1, 2, 3, 4]}],
+        "red_square": [{"image": "b.png", "bbox": [5, 6, 7, 8]},
+                       {"image": "a.png", "bbox": [0.5, 1, 2, 2]}],
+    }))
+    name = "fv_support_refs"
+    DatasetCatalog.register(name, lambda: load_support_file(str(support), "root", categories, name))
+    try:
+        dicts = DatasetCatalog.get(name)
+        assert [d["file_name"] for d in dicts] == [os.path.join("root", "a.png"),
+                                                    os.path.join("root", "b.png")]
+        # contiguous ids in category-id order: red_square 0, green_disc 1, blue_triangle 2
+        assert [a["category_id"] for a in dicts[0]["annotations"]] == [2, 0]
+        assert dicts[0]["annotations"][1]["bbox"] == [0.5, 1.0, 2.0, 2.0]
+        assert dataset_classes(name) == ([3, 7, 12], ["red_square", "green_disc",
+                                                      "blue_triangle"])
+        support.write_text(json.dumps({"zebra": []}))
+        with pytest.raises(ValueError, match=r"classes \['zebra'\] are not categories"):
+            load_support_file(str(support), "root", categories, name)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

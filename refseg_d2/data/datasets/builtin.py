@@ -4,7 +4,8 @@ COCO-20i, the fine-tuned baselines' protocols: TFA/FsDet COCO seed files, gFSOD,
 Detectron2's own ``builtin.py`` does. Registration opens no file: every file is read, converted
 or sampled when its dataset is first used, and a missing one is an error naming its path.
 
-Import registers every test set, the unseeded reference sets (CD-FSOD) and the seeded
+Import registers every test set, the unseeded reference sets (CD-FSOD, FSOD-VFM's support files:
+``fsod_vfm.py``) and the seeded
 reference sets of the paper's seeds only: COCO-FSOD ``coco_fsod.PAPER_SEEDS``, VOC sampled sets
 ``voc_fewshot.PAPER_SEED`` (33), COCO-20i ``coco20i.PAPER_SEED`` (42) and the TFA/FsDet VOC seed
 files ``voc_fewshot.TFA_SEEDS`` (0-9), the TFA/FsDet COCO seed files ``coco_tfa.FSDET_SEEDS``
@@ -32,6 +33,7 @@ from .coco_gfsod import register_coco_fsod_all_references, register_coco_gfsod
 from .coco_tfa import register_coco_tfa, register_coco_tfa_all, register_coco_tfa_novel
 from .common import datasets_root
 from .lvis import register_lvis_references, register_lvis_v1
+from .fsod_vfm import register_fsod_vfm
 from .voc_fewshot import register_tfa_references, register_voc_fewshot, register_voc_references
 
 # Shot counts from 1 and seeds without leading zeros, so that the registered name (made from the
@@ -70,6 +72,7 @@ def register_all(root):
     register_coco_fsod(root)
     register_voc_fewshot(root)
     register_cdfsod(root)
+    register_fsod_vfm(root)
     register_coco20i(root)
     register_coco_tfa(root)
     register_coco_gfsod(root)
