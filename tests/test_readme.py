@@ -36,6 +36,9 @@ DRY = {
     "tools/sweep.py --config-file configs/benchmarks/": "a benchmark sweep (60 runs on COCO)",
     "tools/add_sam2_masks.py": "needs the VOC / CD-FSOD data",
     "tools/train_net.py --config-file configs/benchmarks/": "needs the COCO data",
+    "tools/train_net.py --config-file configs/fsod_vfm/": "needs the benchmark data or the "
+                                                          "official weights, and a boxes file",
+    "tools/fsod_vfm_parity.py": "needs FSOD-VFM's repository",
 }
 NOT_RUN = {"make": "CI runs the Makefile targets", "tools/download_checkpoints.sh": "downloads",
            "pip": "installs packages",

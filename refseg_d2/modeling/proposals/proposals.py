@@ -3,13 +3,16 @@ The reference-independent part of the method: per target image, the proposal mas
 proposal source (SAM 2 from a point grid, as "No Time to Train!", or from boxes, as FSOD-VFM;
 ``sources.py``) and their pooled DINOv2 features (``..pooling``).
 
-Timer stages: "dinov2" (target features), "sam2_image_encoder", "sam2_prompt_decoding" (the
+Timer stages: "dinov2" (target features), "box_proposals" (the boxes of a box source: file
+lookup or detector, and their selection), "sam2_image_encoder", "sam2_prompt_decoding" (the
 prompts of the source: point grid with best-of-3 and predicted-IoU filter, or boxes),
 "feature_pooling" (features pooled under the masks; NMS boxes).
 
 Shape shorthand: N proposals, D feature dimension, h x w the low-resolution mask grid (S / 4 for
 a SAM 2 input of S), L the pooling grid (h * w or the token grid), H x W the original image size.
 """
+import contextlib
+
 import torch
 
 from .. import ops
@@ -141,12 +144,14 @@ class ProposalGenerator:
         """image (1, 3, S, S) in [0, 1], feature_map (D, g, g) -> Proposals."""
         timer, dev = self.timer, self.device
         size = (int(inputs.get("height", image.shape[-2])), int(inputs.get("width", image.shape[-1])))
+        source = self.given_boxes if "proposals" in inputs else self.source
+        with timer.stage(source.stage, dev) if source.stage else contextlib.nullcontext():
+            prompts = source.prompts(inputs, size)
         with timer.stage("sam2_image_encoder", dev), self.prompter.autocast():
             embedding, high_res = self.prompter.encode_image(image)
         with timer.stage("sam2_prompt_decoding", dev), self.prompter.autocast():
-            source = self.given_boxes if "proposals" in inputs else self.source
-            logits, rank_scores, output_boxes = source(self.prompter, inputs, embedding, high_res,
-                                                       size)
+            logits, rank_scores, output_boxes = source.decode(self.prompter, prompts, embedding,
+                                                              high_res, size)
         logits, rank_scores = logits.float(), rank_scores.float()
         masks = LogitMasks(logits, self.max_pixels, self.prompter.upsample_antialias)
         with timer.stage("feature_pooling", dev):

@@ -1,8 +1,12 @@
 """
 Proposal sources (``MODEL.REFSEG.PROPOSALS.SOURCE``): what SAM 2 is prompted with on a target
-image. A registered class built with ``cls(cfg)`` and called with
-``(prompter, inputs, embedding, high_res, size)`` (inside the prompter's autocast) ->
-(logits (N, h, w), rank_scores (N,), output boxes (N, 4) float XYXY in original pixels or None).
+image. A registered class built with ``cls(cfg)``, with
+``check_targets(dicts, dataset_name)`` (raises, before any model work, when it cannot serve a
+test set), ``prompts(inputs, size)`` -> what to prompt (None for the grid, (n, 4) boxes
+otherwise; timer stage "box_proposals") and ``decode(prompter, prompts, embedding, high_res,
+size)`` (inside the prompter's autocast) -> (logits (N, h, w), rank_scores (N,), output boxes
+(N, 4) float XYXY in original pixels or None); ``stage``: the timer stage of ``prompts`` (None:
+not timed).
 
 - "points" ("No Time to Train!"): the point grid, best of three masks per point, kept when SAM 2's
   predicted IoU exceeds ``PRED_IOU_THRESH``; ranked by that IoU; boxes from the masks.
@@ -37,13 +41,18 @@ def build_proposal_source(cfg):
 class PointGridSource:
     """SAM 2 prompted with the point grid of the prompter (POINTS_PER_SIDE)."""
 
+    stage = None
+
     def __init__(self, cfg=None):
         pass
 
     def check_targets(self, dicts, dataset_name):
         """Nothing to check: every image gets the grid."""
 
-    def __call__(self, prompter, inputs, embedding, high_res, size):
+    def prompts(self, inputs, size):
+        return None
+
+    def decode(self, prompter, prompts, embedding, high_res, size):
         logits, pred_ious = prompter.decode_point_grid(embedding, high_res)
         return logits, pred_ious, None
 
@@ -80,6 +89,8 @@ class BoxPromptSource:
     original pixels and (n,) scores, before :func:`select_boxes`.
     """
 
+    stage = "box_proposals"
+
     def __init__(self, cfg=None):
         if cfg is None:
             self.min_score, self.max_boxes, self.boxes_per_batch = 0.01, 100, 32
@@ -92,10 +103,13 @@ class BoxPromptSource:
     def check_targets(self, dicts, dataset_name):
         """Check, before any model work, that the targets of ``dataset_name`` can be served."""
 
-    def __call__(self, prompter, inputs, embedding, high_res, size):
+    def prompts(self, inputs, size):
+        """(m, 4) float32 selected integral XYXY boxes of the input (:func:`select_boxes`)."""
         height, width = size
         boxes, scores = self.raw_boxes(inputs, size)
-        boxes, _ = select_boxes(boxes, scores, width, height, self.min_score, self.max_boxes)
+        return select_boxes(boxes, scores, width, height, self.min_score, self.max_boxes)[0]
+
+    def decode(self, prompter, boxes, embedding, high_res, size):
         boxes = boxes.to(embedding.device)
         prompts = prompter.input_boxes(boxes, size)
         h, w = high_res[0].shape[-2:]
