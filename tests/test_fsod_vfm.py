@@ -356,3 +356,39 @@ def test_support_file_maps_class_names_to_the_test_set_ids(synthetic, tmp_path):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_sweep_demo_and_report_run_the_box_pipeline(sam21_weights, synthetic, tmp_path):
+    sam2, dinov2 = sam21_weights
+    weights = ["MODEL.REFSEG.SAM2.WEIGHTS", sam2, "MODEL.REFSEG.ENCODER.WEIGHTS", dinov2, *SMALL]
+    boxes = _write_boxes(synthetic["targets"][0], tmp_path / "boxes.json")
+    with open(synthetic["targets"][0]) as f:
+        images = json.load(f)["images"]
+    # the demo numbers its inputs 1..N: renumber the boxes of the first two images
+    files = [os.path.join(synthetic["targets"][1], im["file_name"]) for im in images[:2]]
+    demo_boxes = [dict(b, image_id=i + 1) for i, im in enumerate(images[:2])
+                  for b in boxes if b["image_id"] == im["id"]]
+    (tmp_path / "demo_boxes.json").write_text(json.dumps(demo_boxes))
+    demo = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "demo.py"), "--config-file", FSOD_TINY,
+         "--ref-coco", *synthetic["refs"], "--input", *files, "--output", str(tmp_path / "demo"),
+         "--boxes", str(tmp_path / "demo_boxes.json"), "--", *weights],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert demo.returncode == 0, (demo.stdout + demo.stderr)[-4000:]
+    with open(tmp_path / "demo" / "coco_instances_results.json") as f:
+        found = json.load(f)
+    assert {r["image_id"] for r in found} == {1, 2}
+    sweep = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "sweep.py"), "--config-file", FSOD_TINY,
+         "--register", "fv_sweep_a", *synthetic["refs_boxes"],
+         "--register", "fv_sweep_b", *synthetic["refs"],
+         "--register", "fv_sweep_targets", *synthetic["targets"],
+         "--output-dir", str(tmp_path / "sweep"), "--references", "fv_sweep_a", "fv_sweep_b",
+         "--", "DATASETS.TEST", '("fv_sweep_targets",)',
+         "MODEL.REFSEG.PROPOSALS.BOXES_FILE", str(tmp_path / "boxes.json"), *weights],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert sweep.returncode == 0, (sweep.stdout + sweep.stderr)[-4000:]
+    assert len([p for p in (tmp_path / "sweep").rglob("metrics.json")]) == 2
+    code, log = _run(FSOD_TINY, sam21_weights, synthetic, tmp_path / "run",
+                     "MODEL.REFSEG.PROPOSALS.BOXES_FILE", str(tmp_path / "boxes.json"))
+    assert code == 0, log[-4000:]

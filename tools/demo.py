@@ -17,7 +17,9 @@ references is saved to OUTPUT/refseg_memory.pth; --memory reuses one without any
 
 Outputs in --output: vis/<image>.png (predictions with a score >= --score-thresh),
 coco_instances_results.json (every detection, COCO results format), image_info.json (the
-images and categories those results refer to), summary.json. Config overrides KEY VALUE come
+images and categories those results refer to), summary.json. With a box-proposal config
+(configs/fsod_vfm/), --boxes JSON gives the proposal boxes: a COCO results file whose image_id
+is the image's position among the inputs (1..N, as in image_info.json). Config overrides KEY VALUE come
 last, after ``--`` when they follow ``--input`` (as in every refseg_d2 tool).
 """
 import glob
@@ -35,6 +37,7 @@ from tqdm import tqdm
 from refseg_d2.engine.defaults import (
     add_reference_arguments, refseg_tool_parser, register_from_args, tool_setup,
 )
+from refseg_d2.modeling.proposals.sources import load_boxes_file
 from refseg_d2.predictor import RefSegPredictor
 from refseg_d2.utils.images import is_image_file, read_rgb
 from refseg_d2.utils.visualization import draw_predictions, output_path
@@ -55,6 +58,8 @@ def get_parser():
     p.add_argument("--output", default="output/demo", help="output folder")
     p.add_argument("--score-thresh", type=float, default=0.5,
                    help="minimum score of the visualised (and counted) detections")
+    p.add_argument("--boxes", metavar="JSON",
+                   help="proposal boxes (COCO results; image_id = position among the inputs)")
     return p
 
 
@@ -98,9 +103,22 @@ def build_predictor(cfg, args):
     return predictor
 
 
-def segment(predictor, files, out_dir, score_thresh, apply_exif=False):
+def input_boxes(path, files):
+    """{image position: (boxes, scores)} of a --boxes file; every input must have an entry."""
+    if not path:
+        return None
+    boxes = load_boxes_file(path)
+    missing = [f for i, f in enumerate(files, start=1) if i not in boxes]
+    if missing:
+        raise ValueError("--boxes {} has no box for image_id {} ({})".format(
+            path, files.index(missing[0]) + 1, missing[0]))
+    return boxes
+
+
+def segment(predictor, files, out_dir, score_thresh, apply_exif=False, boxes=None):
     """
-    Segment ``files``; write one visualisation per image.
+    Segment ``files`` (with their proposal ``boxes`` from :func:`input_boxes`, if given); write
+    one visualisation per image.
 
     Returns:
         results (list[dict]): COCO results (dataset category ids, image ids 1..N in order),
@@ -115,7 +133,8 @@ def segment(predictor, files, out_dir, score_thresh, apply_exif=False):
     for image_id, file_name in enumerate(bar, start=1):
         image = read_rgb(file_name, apply_exif)
         start = time.perf_counter()
-        instances = predictor(image)["instances"].to("cpu")
+        given = boxes[image_id] if boxes is not None else (None, None)
+        instances = predictor(image, *given)["instances"].to("cpu")
         seconds = time.perf_counter() - start
         dets = instances_to_coco_json(instances, image_id)
         for det in dets:
@@ -163,9 +182,10 @@ def main(argv=None):
     cfg.freeze()
     files = collect_inputs(args.input)
     logger.info("%d input images", len(files))
+    boxes = input_boxes(args.boxes, files)
     predictor = build_predictor(cfg, args)
     results, images = segment(predictor, files, args.output, args.score_thresh,
-                              cfg.MODEL.REFSEG.INPUT.APPLY_EXIF)
+                              cfg.MODEL.REFSEG.INPUT.APPLY_EXIF, boxes)
     write_json(os.path.join(args.output, RESULTS_FILE), results)
     categories = [{"id": i, "name": n}
                   for i, n in zip(predictor.memory.class_ids.tolist(), predictor.class_names)]

@@ -14,8 +14,8 @@ What is shared, per reference image (file name and dataset size):
   when a crop's feature does not depend on the other crops encoded with it: the encoder in fp32
   on CPU without torch.compile (batch-invariant there, tested) and no mask that SAM 2 makes from a
   box (its box decoding rounds differently in another batch of boxes).
-- *same entry* (everywhere else: CUDA, ACCEL.AMP, ACCEL.COMPILE, or an image with box-only
-  annotations and ``BOX_MASK_SOURCE sam2``): the image is encoded once per distinct annotation
+- *same entry* (everywhere else: CUDA, ACCEL.AMP, ACCEL.COMPILE, ``MEMORY.MASK_SOURCE
+  sam2_box``, or an image with box-only annotations and ``BOX_MASK_SOURCE sam2``): the image is encoded once per distinct annotation
   list, i.e. shared between sets that hold it with the very same annotations.
 """
 import dataclasses
@@ -55,9 +55,13 @@ def _box_only(ann):
 
 
 def crops_encode_independently(cfg, model):
-    """Whether a reference crop's feature is independent of the crops batched with it."""
-    accel = cfg.MODEL.REFSEG.ACCEL
-    return unwrap_model(model).device.type == "cpu" and not accel.AMP and not accel.COMPILE
+    """
+    Whether a reference crop's feature is independent of the crops batched with it (never when
+    SAM 2 masks every reference from its box: MEMORY.MASK_SOURCE sam2_box).
+    """
+    r = cfg.MODEL.REFSEG
+    return (unwrap_model(model).device.type == "cpu" and not r.ACCEL.AMP and not r.ACCEL.COMPILE
+            and r.MEMORY.MASK_SOURCE == "annotation")
 
 
 def plan_units(dicts_per_set, union, box_mask_source):
