@@ -104,7 +104,7 @@ def workspace(random_weights, tmp_path_factory):
     ws = str(tmp_path_factory.mktemp("readme"))
     os.symlink(os.path.join(REPO, "tools"), os.path.join(ws, "tools"))
     os.makedirs(os.path.join(ws, "configs"))
-    for name in ("benchmarks", "Base-RefSeg.yaml"):
+    for name in ("benchmarks", "fsod_vfm", "Base-RefSeg.yaml"):
         os.symlink(os.path.join(REPO, "configs", name), os.path.join(ws, "configs", name))
     sam2, dinov2 = random_weights
     with open(os.path.join(ws, "configs", "refseg_sam2l_dinov2l.yaml"), "w") as f:
@@ -237,7 +237,10 @@ def test_every_python_block_of_the_docs_runs_as_written(page, workspace, monkeyp
 
 
 def _dry_check(tool, args, workspace):
-    """The command's options parse with the tool's own parser; its datasets are registered."""
+    """
+    The command's options parse with the tool's own parser; its datasets are registered (or
+    registered by the command itself, --register).
+    """
     from detectron2.data import DatasetCatalog
 
     from refseg_d2.data.datasets import resolve_datasets
@@ -250,6 +253,8 @@ def _dry_check(tool, args, workspace):
     parsed = parse(args)
     cfg = build_cfg(os.path.join(workspace, parsed.config_file), parsed.opts)
     names = list(cfg.DATASETS.REFERENCE) + list(cfg.DATASETS.TEST)
+    registered_here = [n for n, _, _ in getattr(parsed, "register", None) or []]
+    names = [n for n in names if n not in registered_here]
     if getattr(parsed, "dataset", None):
         names.append(parsed.dataset)
     if getattr(parsed, "shots", None):
