@@ -4,7 +4,8 @@ Parity of refseg_d2's FSOD-VFM pipeline with the authors' code, on CPU, on rando
 checkpoints and synthetic data, with their proposal network (UPN) replaced by a boxes file.
 
     python tools/fsod_vfm_parity.py --their-repo PATH/TO/FSOD-VFM --work-dir parity_run \\
-        [--threads 2] [--seed 0] [--skip-ours] [--write-golden tests/golden_fsod_vfm_predictions.json]
+        [--threads 2] [--seed 0] [--skip-ours | --our-repo DIR] [--reuse-theirs] \\
+        [--sam2-checkpoint PT --dinov2-checkpoint PTH] [--write-golden PATH]
 
 Steps: random SAM 2.1 Hiera-T and DINOv2 ViT-S/14 checkpoints; synthetic references, targets,
 the support file and the boxes file (``refseg_d2.testing.parity_inputs``); their ``main.main()``
@@ -288,18 +289,22 @@ def run_their_side(spec_path):
 
 # ---------------------------------------------------------------- parent process
 
-def prepare(work_dir, seed):
-    """Random checkpoints (reused when present) and the synthetic inputs. Returns a dict of
-    paths: the :func:`make_parity_inputs` ones plus ``sam2_ckpt``, ``dinov2_ckpt`` and
-    ``dinov2_dir`` (the checkpoint under the name their code builds: <model>_pretrain.pth)."""
+def prepare(work_dir, seed, sam2=None, dinov2=None):
+    """Checkpoints (``sam2`` / ``dinov2`` when given, else random ones, reused when present) and
+    the synthetic inputs. Returns a dict of paths: the :func:`make_parity_inputs` ones plus
+    ``sam2_ckpt``, ``dinov2_ckpt`` and ``dinov2_dir`` (holding the DINOv2 checkpoint under the
+    name their code builds: <model>_pretrain.pth)."""
     from refseg_d2.testing.parity_inputs import make_parity_inputs
     from refseg_d2.testing.random_weights import write_random_checkpoints
 
     weights = os.path.join(work_dir, "weights")
-    sam2 = os.path.join(weights, "random_sam2.1_hiera_t.pt")
-    dinov2 = os.path.join(weights, "random_{}_pretrain.pth".format(ENCODER))
-    if not (os.path.exists(sam2) and os.path.exists(dinov2)):
-        sam2, dinov2 = write_random_checkpoints(weights, SAM2_CONFIG, ENCODER, sam2_input_size=1024)
+    if not (sam2 and dinov2):
+        sam2 = os.path.join(weights, "random_sam2.1_hiera_t.pt")
+        dinov2 = os.path.join(weights, "random_{}_pretrain.pth".format(ENCODER))
+        if not (os.path.exists(sam2) and os.path.exists(dinov2)):
+            sam2, dinov2 = write_random_checkpoints(weights, SAM2_CONFIG, ENCODER,
+                                                    sam2_input_size=1024)
+    sam2, dinov2 = os.path.abspath(sam2), os.path.abspath(dinov2)
     dinov2_dir = os.path.join(weights, "their_dinov2")
     os.makedirs(dinov2_dir, exist_ok=True)
     shutil.copyfile(dinov2, os.path.join(dinov2_dir, ENCODER + "_pretrain.pth"))
@@ -343,15 +348,16 @@ def our_command(paths, output_dir):
             "MODEL.REFSEG.ENCODER.WEIGHTS", paths["dinov2_ckpt"], "OUTPUT_DIR", output_dir]
 
 
-def run_ours(paths, work_dir, threads):
-    """Run ours; returns (predictions or None when the run or its results file is missing,
-    log path)."""
+def run_ours(paths, work_dir, threads, our_repo):
+    """Run ours from the checkout ``our_repo``; returns (predictions, or None when the run fails
+    or writes no results file, log path)."""
     output_dir = os.path.join(work_dir, "ours_output")
+    shutil.rmtree(output_dir, ignore_errors=True)
     log = os.path.join(work_dir, "ours.log")
     env = dict(thread_env(threads))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (our_repo, env.get("PYTHONPATH")) if p)
     with open(log, "w") as f:
-        rc = subprocess.call(our_command(paths, output_dir), cwd=REPO, env=env, stdout=f,
+        rc = subprocess.call(our_command(paths, output_dir), cwd=our_repo, env=env, stdout=f,
                              stderr=subprocess.STDOUT)
     candidates = [os.path.join(output_dir, "inference", "parity_test", "coco_instances_results.json"),
                   os.path.join(output_dir, "inference", "coco_instances_results.json")]
@@ -379,6 +385,26 @@ def write_golden(path, theirs, seed, threads):
         "made_by": "tools/fsod_vfm_parity.py (the authors' code, random weights, CPU)",
         "seed": seed, "threads": threads, "torch": torch.__version__, "predictions": rows,
     })
+
+
+def their_predictions(args, paths, work_dir):
+    """Their predictions: run their side, or with --reuse-theirs read work-dir/theirs.json when
+    it was made with the same seed, threads and checkpoints (theirs_made_with.json)."""
+    theirs_json = os.path.join(work_dir, "theirs.json")
+    made_with_json = os.path.join(work_dir, "theirs_made_with.json")
+    made_with = {"seed": args.seed, "threads": args.threads, "sam2": paths["sam2_ckpt"],
+                 "dinov2": paths["dinov2_ckpt"]}
+    if args.reuse_theirs and os.path.exists(theirs_json) and os.path.exists(made_with_json):
+        with open(made_with_json) as f:
+            if json.load(f) == made_with:
+                print("reusing", theirs_json)
+                with open(theirs_json) as g:
+                    return json.load(g)
+    theirs = run_theirs(args.their_repo, paths, work_dir, args.threads)
+    print("their UPN stand-in answered {} images".format(len(theirs["upn_calls"])))
+    write_json(theirs_json, theirs["predictions"])
+    write_json(made_with_json, made_with)
+    return theirs["predictions"]
 
 
 def compare_and_report(theirs, ours, work_dir, args):
@@ -411,12 +437,21 @@ def parse_args(argv=None):
     parser.add_argument("--score-tol", type=float, default=1e-3,
                         help="largest score difference of a matched prediction")
     parser.add_argument("--skip-ours", action="store_true", help="run their side only")
+    parser.add_argument("--reuse-theirs", action="store_true",
+                        help="reuse work-dir/theirs.json when present (same seed and threads)")
+    parser.add_argument("--our-repo", default=REPO,
+                        help="the refseg-d2 checkout whose tools/train_net.py runs (default: this one)")
+    parser.add_argument("--sam2-checkpoint", help="a SAM 2.1 Hiera-T checkpoint (default: random)")
+    parser.add_argument("--dinov2-checkpoint",
+                        help="a DINOv2 ViT-S/14 checkpoint (default: random; both or neither)")
     parser.add_argument("--write-golden", metavar="PATH",
                         help="after a passed comparison, write their predictions as a fixture")
     parser.add_argument("--child-spec", help=argparse.SUPPRESS)   # internal: their side
     args = parser.parse_args(argv)
     if not args.child_spec and not (args.their_repo and args.work_dir):
         parser.error("--their-repo and --work-dir are required")
+    if bool(args.sam2_checkpoint) != bool(args.dinov2_checkpoint):
+        parser.error("give both --sam2-checkpoint and --dinov2-checkpoint, or neither")
     return args
 
 
@@ -426,15 +461,12 @@ def main(argv=None):
         return run_their_side(args.child_spec)
     work_dir = os.path.abspath(args.work_dir)
     os.makedirs(work_dir, exist_ok=True)
-    paths = prepare(work_dir, args.seed)
-    theirs = run_theirs(args.their_repo, paths, work_dir, args.threads)
-    print("their UPN stand-in answered {} images".format(len(theirs["upn_calls"])))
-    theirs = theirs["predictions"]
-    write_json(os.path.join(work_dir, "theirs.json"), theirs)
+    paths = prepare(work_dir, args.seed, args.sam2_checkpoint, args.dinov2_checkpoint)
+    theirs = their_predictions(args, paths, work_dir)
     print("theirs: {} predictions, per image {}".format(len(theirs), per_image_counts(theirs)))
     if args.skip_ours:
         return 0
-    ours, log = run_ours(paths, work_dir, args.threads)
+    ours, log = run_ours(paths, work_dir, args.threads, os.path.abspath(args.our_repo))
     if ours is None:
         print("our run failed or wrote no results ({}); its last lines:\n{}".format(log, tail(log)))
         write_json(os.path.join(work_dir, "parity.json"),

@@ -91,7 +91,8 @@ def _special_boxes(w, h):
 
 
 def _target_boxes(rng, image, anns):
-    """The (x1, y1, x2, y2, score) proposals of one target image."""
+    """The (x1, y1, x2, y2, score) proposals of one target image, and the index of the box that
+    repeats box 0 exactly (None when there is none)."""
     w, h = image["width"], image["height"]
     jittered = []
     for ann in anns:
@@ -103,7 +104,7 @@ def _target_boxes(rng, image, anns):
                              rng.uniform(0.3, 0.95)))
     if image["id"] == SINGLE_BOX_IMAGE:
         boxes = jittered[:1] + _special_boxes(w, h)[2:]
-        return boxes + [(0.1 * w, 0.1 * h, 0.6 * w, 0.7 * h, s) for s in (0.005, 0.0099)]
+        return boxes + [(0.1 * w, 0.1 * h, 0.6 * w, 0.7 * h, s) for s in (0.005, 0.0099)], None
     n_random = 130 if image["id"] == MANY_BOXES_IMAGE else 12
     randoms = []
     for _ in range(n_random):
@@ -115,7 +116,7 @@ def _target_boxes(rng, image, anns):
                 0.1968)
     randoms[:len(specials)] = [b[:4] + (s,) for b, s in zip(randoms, specials)]
     duplicate = [jittered[0][:4] + (jittered[0][4] - 0.0123,)] if jittered else []
-    return jittered + duplicate + randoms + _special_boxes(w, h)
+    return jittered + duplicate + randoms + _special_boxes(w, h), (len(jittered) or None)
 
 
 def _distinct_float32(scores):
@@ -141,16 +142,20 @@ def boxes_file(coco_path, out_path, seed):
     for image in coco["images"]:
         rng = np.random.RandomState(seed * 1000 + image["id"])
         anns = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
-        boxes = _target_boxes(rng, image, anns)
+        boxes, duplicate = _target_boxes(rng, image, anns)
         scores = _distinct_float32([b[4] for b in boxes])
         if not any(s >= 0.01 for s in scores):
             raise AssertionError("image {} has no proposal >= 0.01".format(image["id"]))
+        rows = []
         for (x1, y1, x2, y2, _), s in zip(boxes, scores):
             if x2 - x1 >= 1:     # the sub-pixel box keeps its exact x corners
                 x1, x2 = _coord(rng, x1), _coord(rng, x2)
             x1, y1, x2, y2 = round(x1, 2), _coord(rng, y1), round(x2, 2), _coord(rng, y2)
-            results.append({"image_id": image["id"], "score": s,
-                            "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)]})
+            rows.append({"image_id": image["id"], "score": s,
+                         "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)]})
+        if duplicate is not None:
+            rows[duplicate]["bbox"] = list(rows[0]["bbox"])
+        results += rows
     with open(out_path, "w") as f:
         json.dump(results, f)
     return out_path
