@@ -50,7 +50,7 @@ OUR_CONFIG = "configs/quick_schedules/fsod_vfm_tiny_cpu.yaml"
 THEIR_ARGS = ["--model_version", ENCODER, "--feat_extractor_name", "DINOV2",
               "--sam2_model_type", "tiny", "--dinov2_image_size", "630", "--min_threshold", "0.01",
               "--diffusion_steps", "30", "--alp", "0.3", "--lamb", "0.5", "--device", "cpu"]
-HUBCONF = '''"""Hub entry points: the official DINOv2 hub backbones, built with the dinov2 package."""
+HUBCONF = '''"""Hub entry points: the official DINOv2 hub backbones, from the dinov2 package."""
 from dinov2.models import vision_transformer as _vits
 
 dependencies = ["torch"]
@@ -359,8 +359,9 @@ def run_ours(paths, work_dir, threads, our_repo):
     with open(log, "w") as f:
         rc = subprocess.call(our_command(paths, output_dir), cwd=our_repo, env=env, stdout=f,
                              stderr=subprocess.STDOUT)
-    candidates = [os.path.join(output_dir, "inference", "parity_test", "coco_instances_results.json"),
-                  os.path.join(output_dir, "inference", "coco_instances_results.json")]
+    results = "coco_instances_results.json"
+    candidates = [os.path.join(output_dir, "inference", "parity_test", results),
+                  os.path.join(output_dir, "inference", results)]
     found = [c for c in candidates if os.path.exists(c)]
     if rc != 0 or not found:
         return None, log
@@ -440,7 +441,8 @@ def parse_args(argv=None):
     parser.add_argument("--reuse-theirs", action="store_true",
                         help="reuse work-dir/theirs.json when present (same seed and threads)")
     parser.add_argument("--our-repo", default=REPO,
-                        help="the refseg-d2 checkout whose tools/train_net.py runs (default: this one)")
+                        help="the refseg-d2 checkout whose tools/train_net.py runs "
+                        "(default: this one)")
     parser.add_argument("--sam2-checkpoint", help="a SAM 2.1 Hiera-T checkpoint (default: random)")
     parser.add_argument("--dinov2-checkpoint",
                         help="a DINOv2 ViT-S/14 checkpoint (default: random; both or neither)")
