@@ -262,6 +262,7 @@ def run_their_side(spec_path):
         images = json.load(f)["images"]
     keys = {pixel_key(Image.open(os.path.join(spec["image_root"], im["file_name"]))): im["id"]
             for im in images}
+    assert len(keys) == len(images), "two test images have the same pixels"
     calls = []
     upn_package.UPNWrapper = boxes_file_upn(
         their_filter, read_proposals(spec["boxes_json"]), keys, calls)
@@ -402,7 +403,12 @@ def their_predictions(args, paths, work_dir):
                 with open(theirs_json) as g:
                     return json.load(g)
     theirs = run_theirs(args.their_repo, paths, work_dir, args.threads)
-    print("their UPN stand-in answered {} images".format(len(theirs["upn_calls"])))
+    with open(paths["test_json"]) as f:
+        test_ids = sorted(im["id"] for im in json.load(f)["images"])
+    answered = sorted(c["image_id"] for c in theirs["upn_calls"])
+    print("their UPN stand-in answered {} of {} test images".format(len(answered), len(test_ids)))
+    if answered != test_ids:
+        sys.exit("their run did not ask once for each test image's proposals: {}".format(answered))
     write_json(theirs_json, theirs["predictions"])
     write_json(made_with_json, made_with)
     return theirs["predictions"]
