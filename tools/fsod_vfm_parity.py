@@ -378,14 +378,20 @@ def per_image_counts(predictions):
 
 
 def write_golden(path, theirs, seed, threads):
-    """The compact fixture of their predictions: per prediction image_id, category_id, bbox and
-    the score rounded to 1e-6, in their order."""
+    """
+    The compact fixture of their predictions, in their order: per prediction image_id,
+    category_id, bbox and the score rounded to 1e-6; with what reproduces them
+    (``make_parity_inputs(root, seed)``, ``write_random_checkpoints(dir, sam2_config, encoder,
+    sam2_input_size=1024)`` with its default seed, the thread count).
+    """
     import torch
 
     rows = [dict(p, score=round(p["score"], 6)) for p in theirs]
     return write_json(path, {
-        "made_by": "tools/fsod_vfm_parity.py (the authors' code, random weights, CPU)",
-        "seed": seed, "threads": threads, "torch": torch.__version__, "predictions": rows,
+        "made_by": "tools/fsod_vfm_parity.py: the authors' code on CPU, random weights",
+        "inputs": {"seed": seed, "sam2_config": SAM2_CONFIG, "encoder": ENCODER,
+                   "sam2_input_size": 1024},
+        "threads": threads, "torch": torch.__version__, "predictions": rows,
     })
 
 
