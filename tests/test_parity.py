@@ -55,6 +55,8 @@ def test_other_class_or_box_is_unpaired_and_fails_below_99_percent():
     result = compare_predictions(THEIRS, ours)
     assert result["paired"] == 3 and result["unpaired_theirs"] == 2
     assert result["unpaired_ours"] == 2
+    assert result["unpaired_examples"]["theirs"][0] == _pred(2, 3, [0, 0, 50, 40], 0.0)
+    assert _pred(2, 7, [30, 1, 4, 4], -0.05) in result["unpaired_examples"]["ours"]
     assert result["count_mismatch"] == [] and not result["passed"]
 
 

@@ -434,6 +434,9 @@ def compare_and_report(theirs, ours, work_dir, args):
         print("count mismatch on image {image_id}: theirs {theirs}, ours {ours}".format(**m))
     for w in result["worst_pairs"][:5]:
         print("largest score differences: {}".format(w))
+    for side, examples in result["unpaired_examples"].items():
+        for e in examples[:5]:
+            print("unpaired ({}): {}".format(side, e))
     print("FSOD-VFM parity: " + line)
     if result["passed"] and args.write_golden and args.sam2_checkpoint:
         print("no golden fixture: it pins the random-weight run only")

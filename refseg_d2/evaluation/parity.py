@@ -28,7 +28,7 @@ def _by_image(predictions):
 def _pair_scores(a, b):
     """
     Pair two lists of scores, nearest first (greedy on the smallest absolute difference).
-    Returns the list of (score_a, score_b) pairs; leftovers stay unpaired.
+    Returns (the (score_a, score_b) pairs, the unpaired scores of a, those of b).
     """
     candidates = sorted(
         (abs(sa - sb), i, j) for i, sa in enumerate(a) for j, sb in enumerate(b)
@@ -39,21 +39,33 @@ def _pair_scores(a, b):
             used_a.add(i)
             used_b.add(j)
             pairs.append((a[i], b[j]))
-    return pairs
+    return (pairs, [s for i, s in enumerate(a) if i not in used_a],
+            [s for j, s in enumerate(b) if j not in used_b])
 
 
 def _compare_image(theirs, ours, score_tol, box_tol):
-    """Pairs of one image: (pairs, matched count, unpaired predictions of each side)."""
+    """
+    One image: (pairs as (key, score theirs, score ours), matched count, unpaired of theirs as
+    (key, score), unpaired of ours).
+    """
     keyed_t, keyed_o = defaultdict(list), defaultdict(list)
     for p in theirs:
         keyed_t[_box_key(p, box_tol)].append(float(p["score"]))
     for p in ours:
         keyed_o[_box_key(p, box_tol)].append(float(p["score"]))
-    pairs = []
-    for key in keyed_t.keys() & keyed_o.keys():
-        pairs.extend((key, st, so) for st, so in _pair_scores(keyed_t[key], keyed_o[key]))
+    pairs, left_t, left_o = [], [], []
+    for key in sorted(keyed_t.keys() | keyed_o.keys()):
+        paired, rest_t, rest_o = _pair_scores(keyed_t.get(key, []), keyed_o.get(key, []))
+        pairs.extend((key, st, so) for st, so in paired)
+        left_t.extend((key, s) for s in rest_t)
+        left_o.extend((key, s) for s in rest_o)
     matched = sum(abs(st - so) <= score_tol for _, st, so in pairs)
-    return pairs, matched, len(theirs) - len(pairs), len(ours) - len(pairs)
+    return pairs, matched, left_t, left_o
+
+
+def _as_prediction(image_id, key, box_tol, **scores):
+    return dict(image_id=image_id, category_id=key[0], bbox=[round(v * box_tol, 6) for v in key[1:]],
+                **scores)
 
 
 def compare_predictions(theirs, ours, score_tol=1e-3, box_tol=1e-3, min_matched=0.99):
@@ -71,30 +83,34 @@ def compare_predictions(theirs, ours, score_tol=1e-3, box_tol=1e-3, min_matched=
         ``max_score_diff`` (over the pairs), ``count_mismatch`` (``[{"image_id", "theirs",
         "ours"}]``), ``unpaired_theirs`` / ``unpaired_ours`` (counts), ``worst_pairs`` (up to 10
         ``{"image_id", "category_id", "bbox", "theirs", "ours"}`` with the largest score
-        differences), ``passed`` (matched fraction >= ``min_matched`` and no count mismatch).
+        differences), ``unpaired_examples`` (``{"theirs": [...], "ours": [...]}``, up to 10 each
+        ``{"image_id", "category_id", "bbox", "score"}``), ``passed`` (matched fraction >=
+        ``min_matched`` and no count mismatch).
     """
     by_t, by_o = _by_image(theirs), _by_image(ours)
     image_ids = sorted(by_t.keys() | by_o.keys())
-    count_mismatch, all_pairs = [], []
-    matched = unpaired_t = unpaired_o = 0
+    count_mismatch, all_pairs, left_t, left_o = [], [], [], []
+    matched = 0
     for image_id in image_ids:
         t, o = by_t.get(image_id, []), by_o.get(image_id, [])
         if len(t) != len(o):
             count_mismatch.append({"image_id": image_id, "theirs": len(t), "ours": len(o)})
         pairs, m, ut, uo = _compare_image(t, o, score_tol, box_tol)
-        matched, unpaired_t, unpaired_o = matched + m, unpaired_t + ut, unpaired_o + uo
+        matched += m
         all_pairs.extend((image_id,) + p for p in pairs)
+        left_t.extend(_as_prediction(image_id, k, box_tol, score=s) for k, s in ut)
+        left_o.extend(_as_prediction(image_id, k, box_tol, score=s) for k, s in uo)
     total = max(len(theirs), len(ours))
     fraction = matched / total if total else 1.0
     diffs = sorted(all_pairs, key=lambda p: -abs(p[2] - p[3]))
-    worst = [{"image_id": i, "category_id": k[0], "bbox": [v * box_tol for v in k[1:]],
-              "theirs": st, "ours": so} for i, k, st, so in diffs[:10]]
+    worst = [_as_prediction(i, k, box_tol, theirs=st, ours=so) for i, k, st, so in diffs[:10]]
     return {
         "num_theirs": len(theirs), "num_ours": len(ours), "num_images": len(image_ids),
         "paired": len(all_pairs), "matched": matched, "matched_fraction": fraction,
         "max_score_diff": abs(diffs[0][2] - diffs[0][3]) if diffs else 0.0,
-        "count_mismatch": count_mismatch, "unpaired_theirs": unpaired_t,
-        "unpaired_ours": unpaired_o, "worst_pairs": worst,
+        "count_mismatch": count_mismatch, "unpaired_theirs": len(left_t),
+        "unpaired_ours": len(left_o), "worst_pairs": worst,
+        "unpaired_examples": {"theirs": left_t[:10], "ours": left_o[:10]},
         "passed": fraction >= min_matched and not count_mismatch,
     }
 
