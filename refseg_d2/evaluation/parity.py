@@ -64,8 +64,8 @@ def _compare_image(theirs, ours, score_tol, box_tol):
 
 
 def _as_prediction(image_id, key, box_tol, **scores):
-    return dict(image_id=image_id, category_id=key[0], bbox=[round(v * box_tol, 6) for v in key[1:]],
-                **scores)
+    box = [round(v * box_tol, 6) for v in key[1:]]
+    return dict(image_id=image_id, category_id=key[0], bbox=box, **scores)
 
 
 def compare_predictions(theirs, ours, score_tol=1e-3, box_tol=1e-3, min_matched=0.99):
