@@ -5,8 +5,8 @@ format, and a proposal boxes file (COCO results format) that exercises every ste
 proposal handling: boxes partly or wholly outside the image, boxes that become empty once cast
 to integers or clipped, scores below the 0.01 threshold and exactly at float32(0.01), scores that
 tie once rounded to 2 decimals (distinct float32 values), an exact duplicate box, an image with
-more than 100 proposals (a degenerate one among the top 100) and an image with a single usable
-proposal.
+more than 100 proposals (a degenerate one among the top 100), an image with a single usable
+proposal and images with a few proposals.
 """
 import json
 import os
@@ -28,9 +28,12 @@ TARGET_SPLITS = [
     ("t240x320", 2, (240, 320), 201, 0),
     ("t500x375", 2, (500, 375), 301, 1),
     ("t100x75", 1, (100, 75), 401, 0),
+    ("t288x216", 2, (288, 216), 501, 0),
 ]
 MANY_BOXES_IMAGE = 101      # gets more than 100 proposals
 SINGLE_BOX_IMAGE = 401      # gets exactly one proposal that survives filtering and clipping
+# get a few proposals only: few masks per class, so most scores survive the graph diffusion
+FEW_BOXES_IMAGES = (501, 502)
 
 
 def _merged_split(root, name, splits, seed):
@@ -105,6 +108,9 @@ def _target_boxes(rng, image, anns):
     if image["id"] == SINGLE_BOX_IMAGE:
         boxes = jittered[:1] + _special_boxes(w, h)[2:]
         return boxes + [(0.1 * w, 0.1 * h, 0.6 * w, 0.7 * h, s) for s in (0.005, 0.0099)], None
+    if image["id"] in FEW_BOXES_IMAGES:
+        return jittered[::2] + [(0.1 * w, 0.2 * h, 0.7 * w, 0.9 * h, 0.31),
+                                (-5.5, 0.5 * h, 0.4 * w, h + 6.5, 0.27)], None
     n_random = 130 if image["id"] == MANY_BOXES_IMAGE else 12
     randoms = []
     for _ in range(n_random):
