@@ -12,7 +12,9 @@ the support file and the boxes file (``refseg_d2.testing.parity_inputs``); their
 in a child process with the settings of their run scripts (``--diffusion_steps 30 --alp 0.3
 --lamb 0.5``, min threshold 0.01, DINOv2 at 630, SAM 2 "tiny"); ours with ``tools/train_net.py
 --eval-only``; then :func:`refseg_d2.evaluation.parity.compare_predictions`. Writes
-``work-dir/{theirs.json, ours.json, parity.json}`` and the logs of both runs. Exit status: 0 on
+``work-dir/{theirs.json, ours.json, parity.json}``, the logs of both runs and
+``their_internals.pt`` (their prototypes; per target image the masks at the feature grid, the
+classes and the diffusion result pi: see ``record_internals``). Exit status: 0 on
 parity, 1 when the comparison fails, 2 when our run fails (their predictions are still written).
 
 Their code runs unmodified from ``--their-repo``; in the child process only what cannot run
@@ -30,7 +32,9 @@ here is replaced:
   (their loader uses ``strict=False`` and only warns on a missing file);
 - SAM 2: ``model.sam2.get_sam2_model_cfg_and_ckpt_path`` returns the SAM 2.1 Hiera-T config and our
   checkpoint (their build, ``apply_postprocessing=True`` and ``SAM2ImagePredictor``, is kept);
-- ``metric.run_coco_eval`` keeps the prediction list instead of evaluating it.
+- ``metric.run_coco_eval`` keeps the prediction list instead of evaluating it;
+- ``support_util.compute_prototype_weights`` and ``metric.graph_diffusion_ios`` are wrapped to
+  record what they return (unchanged).
 """
 import argparse
 import hashlib
@@ -238,6 +242,33 @@ def sam2_paths_for(ckpt):
     return get_sam2_model_cfg_and_ckpt_path
 
 
+def record_internals(support_util, metric, calls):
+    """
+    Wrap their prototype and graph-diffusion functions to record, for locating a difference:
+    ``prototypes`` (their L2-normalised (C, K) prototype matrix, the class names) and, per
+    target image, ``diffusion`` entries {"image_id", "masks" (n, h*w) bool at the feature grid,
+    "labels", "pi"}. Returns the dict they fill.
+    """
+    internals = {"prototypes": None, "diffusion": []}
+    prototypes, diffusion = support_util.compute_prototype_weights, metric.graph_diffusion_ios
+
+    def recorded_prototypes(*args, **kwargs):
+        feat, classes = prototypes(*args, **kwargs)
+        internals["prototypes"] = (feat.detach().cpu().clone(), list(classes))
+        return feat, classes
+
+    def recorded_diffusion(masks, labels, *args, **kwargs):
+        pi = diffusion(masks, labels, *args, **kwargs)
+        internals["diffusion"].append({
+            "image_id": calls[-1]["image_id"], "masks": masks.reshape(len(masks), -1).bool().cpu(),
+            "labels": labels.cpu().clone(), "pi": pi.detach().cpu().clone()})
+        return pi
+
+    support_util.compute_prototype_weights = recorded_prototypes
+    metric.graph_diffusion_ios = recorded_diffusion
+    return internals
+
+
 def their_argv(spec):
     """main.py's command line for the child's inputs ``spec``."""
     return ["main.py", "--json_path", spec["support_json"], "--data_dir", spec["image_root"],
@@ -248,8 +279,9 @@ def their_argv(spec):
 
 def run_their_side(spec_path):
     """
-    Child process: run their ``main.main()`` with the replacements of the module docstring and
-    write {"predictions", "upn_calls", "threads"} to the spec's ``out``.
+    Child process: run their ``main.main()`` with the replacements of the module docstring;
+    write {"predictions", "upn_calls", "threads"} to the spec's ``out`` and what
+    :func:`record_internals` records to ``their_internals.pt`` beside it.
     """
     import torch
     from PIL import Image
@@ -274,17 +306,20 @@ def run_their_side(spec_path):
     import metric
     import model.dinov2
     import model.sam2
+    import support_util
 
-    for m in (metric, model.dinov2, model.sam2):
+    for m in (metric, model.dinov2, model.sam2, support_util):
         assert os.path.realpath(m.__file__).startswith(os.path.realpath(spec["their_repo"])), m
     model.sam2.get_sam2_model_cfg_and_ckpt_path = sam2_paths_for(spec["sam2_ckpt"])
     model.dinov2.load_dinov2_model = checked_dinov2_loader(model.dinov2.load_dinov2_model)
+    internals = record_internals(support_util, metric, calls)
     captured = []
     metric.run_coco_eval = lambda gt_json, results, *args, **kwargs: captured.extend(results)
     sys.argv = their_argv(spec)
     their_main.main()
     write_json(spec["out"], {"predictions": [strip_prediction(p) for p in captured],
                              "upn_calls": calls, "threads": torch.get_num_threads()})
+    torch.save(internals, os.path.join(os.path.dirname(spec["out"]), "their_internals.pt"))
     return 0
 
 
