@@ -244,13 +244,20 @@ def sam2_paths_for(ckpt):
 
 def record_internals(support_util, metric, calls):
     """
-    Wrap their prototype and graph-diffusion functions to record, for locating a difference:
-    ``prototypes`` (their L2-normalised (C, K) prototype matrix, the class names) and, per
-    target image, ``diffusion`` entries {"image_id", "masks" (n, h*w) bool at the feature grid,
-    "labels", "pi"}. Returns the dict they fill.
+    Wrap their support-mask, prototype and graph-diffusion functions to record, for locating a
+    difference: ``support_masks`` (per reference instance in their order {"box" XYXY, "mask"
+    bool at image size}), ``prototypes`` (their L2-normalised (C, K) prototype matrix, the class
+    names) and, per target image, ``diffusion`` entries {"image_id", "masks" (n, h*w) bool at the
+    feature grid, "labels", "pi"}. Returns the dict they fill.
     """
-    internals = {"prototypes": None, "diffusion": []}
+    internals = {"support_masks": [], "prototypes": None, "diffusion": []}
     prototypes, diffusion = support_util.compute_prototype_weights, metric.graph_diffusion_ios
+    support_mask = support_util.extract_masks_from_support
+
+    def recorded_support_mask(predictor, image, box, *args, **kwargs):
+        mask = support_mask(predictor, image, box, *args, **kwargs)
+        internals["support_masks"].append({"box": list(box), "mask": mask.astype(bool)})
+        return mask
 
     def recorded_prototypes(*args, **kwargs):
         feat, classes = prototypes(*args, **kwargs)
@@ -264,6 +271,7 @@ def record_internals(support_util, metric, calls):
             "labels": labels.cpu().clone(), "pi": pi.detach().cpu().clone()})
         return pi
 
+    support_util.extract_masks_from_support = recorded_support_mask
     support_util.compute_prototype_weights = recorded_prototypes
     metric.graph_diffusion_ios = recorded_diffusion
     return internals
