@@ -24,7 +24,7 @@ from refseg_d2.data.datasets.coco20i import split_category_ids
 from refseg_d2.data.ground_truth import prepare_ground_truth
 
 PREFIXES = ("coco_fsod_", "coco20i_", "voc_0712_", "voc_2007_test_", "voc_fewshot_", "voc_tfa_",
-            "cdfsod_", "coco_tfa_", "coco_gfsod_", "lvis_v1_train_")
+            "cdfsod_", "coco_tfa_", "coco_gfsod_", "lvis_v1_train_", "fsod_vfm_")
 BASE_ID = 8  # truck, not a novel class
 
 
