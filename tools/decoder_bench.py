@@ -1,0 +1,70 @@
+"""
+Times SAM 2 prompt decoding alone: the shared decoder's ``prepare`` and ``decode_multimask`` (or
+the official ``MaskDecoder.forward``) on a fixed random embedding, Hiera-T decoder at random
+init, a point grid at 1024 px, as the pipeline runs it. Prints seconds per image per stage, the
+kept prompts, and the multiply-accumulates per prompt with the achieved GFLOPS of the shared
+decoder (``SharedPromptDecoder.macs``).
+
+    OMP_NUM_THREADS=2 python tools/decoder_bench.py --side 16 --repeat 3
+    python tools/decoder_bench.py --side 16 --profile   # torch.profiler table of one image
+"""
+import argparse
+import time
+
+import torch
+
+from refseg_d2.modeling.proposals.sam2_prompter import SAM2Prompter, build_sam2_model
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--side", type=int, default=16, help="points per side of the grid")
+    parser.add_argument("--chunk", type=int, default=24, help="POINTS_PER_BATCH")
+    parser.add_argument("--thresh", type=float, default=0.4, help="PRED_IOU_THRESH")
+    parser.add_argument("--input-size", type=int, default=1024)
+    parser.add_argument("--decoder", default="shared", choices=("shared", "official"))
+    parser.add_argument("--repeat", type=int, default=3, help="timed images after one warm-up")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    sam = build_sam2_model("configs/sam2/sam2_hiera_t.yaml", "", args.input_size, random_init=True)
+    prompter = SAM2Prompter(sam, args.side, args.chunk, args.thresh, args.decoder)
+    e = args.input_size // 16
+    gen = torch.Generator().manual_seed(0)
+    embedding = torch.randn(1, 256, e, e, generator=gen)
+    high_res = [torch.randn(1, 32, 4 * e, 4 * e, generator=gen),
+                torch.randn(1, 64, 2 * e, 2 * e, generator=gen)]
+
+    def once():
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            out = prompter.decode_point_grid(embedding, high_res)
+            return time.perf_counter() - t0, out
+
+    once()
+    times = []
+    for _ in range(args.repeat):
+        dt, (logits, _) = once()
+        times.append(dt)
+    prompts = args.side ** 2
+    print("decoder {} grid {}x{} chunk {}: kept {} of {} prompts".format(
+        args.decoder, args.side, args.side, args.chunk, logits.shape[0], prompts))
+    print("s / image: " + " ".join("{:.3f}".format(t) for t in times)
+          + "  (min {:.3f})".format(min(times)))
+    if args.decoder == "shared" and hasattr(prompter.shared, "macs"):
+        macs = prompter.shared.macs(e * e, prompts, logits.shape[0])
+        flops = 2 * sum(macs.values())
+        print("MMAC per image: " + ", ".join("{} {:.0f}".format(k, v / 1e6) for k, v in macs.items()))
+        print("GFLOP per image {:.1f}, per prompt {:.3f}; achieved {:.1f} GFLOPS".format(
+            flops / 1e9, flops / prompts / 1e9, flops / min(times) / 1e9))
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            once()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+if __name__ == "__main__":
+    main()
