@@ -2,8 +2,8 @@
 Times SAM 2 prompt decoding alone: the shared decoder's ``prepare`` and ``decode_multimask`` (or
 the official ``MaskDecoder.forward``) on a fixed random embedding, Hiera-T decoder at random
 init, a point grid at 1024 px, as the pipeline runs it. Prints seconds per image per stage, the
-kept prompts, and the multiply-accumulates per prompt with the achieved GFLOPS of the shared
-decoder (``SharedPromptDecoder.macs``).
+kept prompts, and the floating-point operations of the matrix products (counted by torch's
+``FlopCounterMode`` on the warm-up image) with the achieved GFLOPS.
 
     OMP_NUM_THREADS=2 python tools/decoder_bench.py --side 16 --repeat 3
     python tools/decoder_bench.py --side 16 --profile   # torch.profiler table of one image
@@ -12,6 +12,7 @@ import argparse
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from refseg_d2.modeling.proposals.sam2_prompter import SAM2Prompter, build_sam2_model
 
@@ -36,28 +37,60 @@ def main():
     high_res = [torch.randn(1, 32, 4 * e, 4 * e, generator=gen),
                 torch.randn(1, 64, 2 * e, 2 * e, generator=gen)]
 
-    def once():
-        with torch.no_grad():
-            t0 = time.perf_counter()
-            out = prompter.decode_point_grid(embedding, high_res)
-            return time.perf_counter() - t0, out
+    stages, flops, counting = {}, {}, [False]
 
+    def timed(name, fn):
+        def run(*args):
+            if counting[0]:
+                with FlopCounterMode(display=False) as counter:
+                    out = fn(*args)
+                flops[name] = flops.get(name, 0) + counter.get_total_flops()
+                return out
+            t0 = time.perf_counter()
+            out = fn(*args)
+            stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
+            return out
+        return run
+
+    shared = prompter.shared
+    if args.decoder == "official":
+        prompter._decode = timed("decoder", prompter._decode)
+    else:
+        shared.prepare = timed("prepare", shared.prepare)
+        shared.transformer_stage = timed("transformer", shared.transformer_stage)
+        shared.upscale_stage = timed("upscaling", shared.upscale_stage)
+
+    def once():
+        stages.clear()
+        with torch.no_grad():
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = prompter.decode_point_grid(embedding, high_res)
+            return time.perf_counter() - t0, time.process_time() - c0, out
+
+    counting[0] = True
     once()
-    times = []
-    for _ in range(args.repeat):
-        dt, (logits, _) = once()
-        times.append(dt)
+    counting[0] = False
     prompts = args.side ** 2
+    times, cpu, per_stage = [], [], []
+    for _ in range(args.repeat):
+        dt, dc, (logits, _) = once()
+        times.append(dt)
+        cpu.append(dc)
+        per_stage.append(dict(stages))
     print("decoder {} grid {}x{} chunk {}: kept {} of {} prompts".format(
         args.decoder, args.side, args.side, args.chunk, logits.shape[0], prompts))
     print("s / image: " + " ".join("{:.3f}".format(t) for t in times)
-          + "  (min {:.3f})".format(min(times)))
-    if args.decoder == "shared" and hasattr(prompter.shared, "macs"):
-        macs = prompter.shared.macs(e * e, prompts, logits.shape[0])
-        flops = 2 * sum(macs.values())
-        print("MMAC per image: " + ", ".join("{} {:.0f}".format(k, v / 1e6) for k, v in macs.items()))
-        print("GFLOP per image {:.1f}, per prompt {:.3f}; achieved {:.1f} GFLOPS".format(
-            flops / 1e9, flops / prompts / 1e9, flops / min(times) / 1e9))
+          + "  (min {:.3f}); process CPU s: ".format(min(times))
+          + " ".join("{:.2f}".format(t) for t in cpu))
+    best = per_stage[times.index(min(times))]
+    print("stages of the fastest image (s): " + ", ".join(
+        "{} {:.3f}".format(k, v) for k, v in best.items()))
+    total = sum(flops.values())
+    print("GFLOP per image (matrix products, torch FlopCounterMode): {:.1f} = ".format(total / 1e9)
+          + ", ".join("{} {:.1f}".format(k, v / 1e9) for k, v in flops.items())
+          + "; per prompt {:.3f}".format(total / prompts / 1e9))
+    print("achieved GFLOPS (fastest image): {:.1f} overall, ".format(total / min(times) / 1e9)
+          + ", ".join("{} {:.1f}".format(k, flops[k] / v / 1e9) for k, v in best.items()))
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -121,6 +121,24 @@ def add_update(y, weights, out, values):
                          y.rows, y.blocks + [(ones, out)])
 
 
+def norm_statistics(shared, bases):
+    """
+    The per-image terms of :func:`norm_lowrank`.
+
+    Args:
+        shared: (N, C) the shared image tokens S; bases: per image-to-token update so far,
+            (C, D + 1) its output projection [W_o, b_o] times the LayerNorm weights applied
+            since.
+    Returns:
+        dict: "mean_s" and "sq_s" (N,) the mean and centred sum of squares of each token,
+        "sc" (N, C) S centred, "cross": per update (N, D + 1) S_c [W_o, b_o]_c (the basis
+        centred over C).
+    """
+    centred = shared - shared.mean(-1, keepdim=True)
+    return {"mean_s": shared.mean(-1), "sq_s": (centred * centred).sum(-1), "sc": centred,
+            "cross": [centred @ (basis - basis.mean(0)).to(centred.dtype) for basis in bases]}
+
+
 def norm_lowrank(ln, y, stats):
     """
     LayerNorm of Z = diag(a) S + F E without forming Z (section 5). Mean and variance per
@@ -321,7 +339,7 @@ class SharedPromptDecoder:
                                        _heads(attn.k_proj.weight, pe, h)], dim=1),
                     "v_s": _heads(attn.v_proj.weight, tokens, h)}
 
-        layers, gammas, shared = [], [], x
+        layers, bases, shared = [], [], x
         for i, layer in enumerate(tr.layers):
             t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
             h = t2i.num_heads
@@ -333,16 +351,11 @@ class SharedPromptDecoder:
                 entry = token_to_image(t2i, shared)
                 entry["q_sp"] = torch.cat([_heads(i2t.q_proj.weight, shared, h),
                                            _heads(i2t.q_proj.weight, pe, h, i2t.q_proj.bias)], dim=1)
-            gammas.append(torch.ones_like(layer.norm4.weight))
-            centred = shared - shared.mean(-1, keepdim=True)
-            entry.update(mean_s=shared.mean(-1), sq_s=(centred * centred).sum(-1), sc=centred)
-            entry["cross"] = []
-            for j, gamma in enumerate(gammas):
-                proj = tr.layers[j].cross_attn_image_to_token.out_proj
-                basis = torch.cat([proj.weight, proj.bias[:, None]], dim=1) * gamma[:, None]
-                entry["cross"].append(centred @ (basis - basis.mean(0)).to(centred.dtype))
+            proj = i2t.out_proj
+            bases.append(torch.cat([proj.weight, proj.bias[:, None]], dim=1))
+            entry.update(norm_statistics(shared, bases))
             layers.append(entry)
-            gammas = [gamma * layer.norm4.weight for gamma in gammas]
+            bases = [basis * layer.norm4.weight[:, None] for basis in bases]
             shared = shared * layer.norm4.weight
         dc1 = self.decoder.output_upscaling[0]
         w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, -1)
@@ -413,7 +426,7 @@ class SharedPromptDecoder:
         w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, 4 * c1).to(dtype)
         shift1 = (feat_s1 + dc1.bias).reshape(1, n, 4 * c1).to(dtype)
         up = torch.addcmul(shift1, a[:, :, None].to(dtype), up1.to(dtype))
-        up = up.baddbmm_(f, factors.to(dtype) @ w1).reshape(k, n, 4, c1)
+        up = torch.baddbmm(up, f, factors.to(dtype) @ w1).reshape(k, n, 4, c1)
         up = act1(F.layer_norm(up, (c1,), ln1.weight, ln1.bias, ln1.eps))
         w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c0).to(up.dtype)
         shift0 = (feat_s0 + dc2.bias).reshape(1, n * 4, 4 * c0).to(up.dtype)
