@@ -128,17 +128,17 @@ def test_layer_norm_of_low_rank_tokens_equals_the_direct_layer_norm():
             ln.bias.copy_(rand(c))
     y, direct, bases, stages = None, shared.expand(b, n, c), [], shared
     for ln in norms:
-        weights = rand(b, n, h, t).softmax(-1)
-        values = rand(b, t, h, d)
+        weights = rand(b, h, t, n).softmax(2)
+        values = rand(b, h, t, d)
         w_o, b_o = rand(c, h * d), rand(c)
-        out = torch.einsum("bnht,bthd->bnhd", weights, values).reshape(b, n, h * d)
-        rows = torch.einsum("bthd,chd->bhtc", values, w_o.reshape(c, h, d)) + b_o / h
+        out = torch.einsum("bhtn,bhtd->bhnd", weights, values)
+        rows = torch.einsum("bhtd,chd->bhtc", values, w_o.reshape(c, h, d)) + b_o / h
         bases.append(torch.cat([w_o, b_o[:, None]], dim=1))
-        direct = ln(direct + out @ w_o.t() + b_o)
-        y = norm_lowrank(ln, add_update(y, weights.reshape(b, n, h * t), out,
-                                        rows.reshape(b, h * t, c)),
-                         norm_statistics(stages, bases))
+        direct = ln(direct + out.transpose(1, 2).reshape(b, n, h * d) @ w_o.t() + b_o)
+        update = add_update(y, weights.reshape(b, h * t, n), out, rows.reshape(b, h * t, c),
+                            2 * (h * t + 2))
+        y = norm_lowrank(ln, update, norm_statistics(stages, bases, h))
         bases = [basis * ln.weight[:, None] for basis in bases]
         stages = stages * ln.weight
-        factored = y.a[..., None] * stages + torch.bmm(y.f, y.e)
+        factored = y.a[..., None] * stages + torch.bmm(y.f.transpose(1, 2), y.e)
         assert (factored - direct).abs().max() <= 1e-5

@@ -93,100 +93,126 @@ def _heads(weight, inputs, h, bias=None):
 class LowRankTokens(NamedTuple):
     """
     The per-prompt image tokens of a chunk in factored form (section 4): Y_b = diag(a_b) S +
-    F_b E_b, with S (N, C) shared by the image (held in the context), a (B, N), F (B, N, r),
-    E (B, r, C). ``rows`` R (s, C) are the first s rows of every E_b (LayerNorm weights and
-    biases, the same for every prompt), the first s columns of F their coefficients; the other
-    columns come in blocks, one per image-to-token update j: c_j W_j (N, H T) with the
-    attention weights W_j, whose values V'_j fill the matching rows of E. ``blocks`` holds
-    (c_j (B, N), O_j (B, N, D)), O_j the attention output before the output projection.
+    F_b^T E_b, with S (N, C) shared by the image (held in the context), a (B, N), F (B, r, N),
+    E (B, r, C): the first ``rank`` rows of the buffers ``f_all`` (B, R, N) and ``e_all``
+    (B, R, C), R the rank after the last layer, so that growing the rank copies nothing. Rows
+    come in blocks, one per image-to-token update j (F: its attention weights W_j^T (H T, N)
+    times a per-token scale c_j; E: its values V'_j), and in pairs added by each LayerNorm (E:
+    its weight and bias, the same for every prompt; ``rows`` lists (index, (C,) row) of
+    those). ``blocks`` holds (c_j (B, N), O_j (B, H, N, d)), O_j the update's attention output
+    before the output projection.
     """
 
     a: torch.Tensor
-    f: torch.Tensor
-    e: torch.Tensor
-    rows: torch.Tensor
+    f_all: torch.Tensor
+    e_all: torch.Tensor
+    rank: int
+    rows: list
     blocks: list
 
+    @property
+    def f(self):
+        return self.f_all[:, : self.rank]
 
-def add_update(y, weights, out, values):
+    @property
+    def e(self):
+        return self.e_all[:, : self.rank]
+
+
+def add_update(y, weights, out, values, total_rank=None):
     """
     Y + W V' (an image-to-token update, see :func:`attend_lowrank_to_tokens`); ``y`` None
-    stands for the shared image tokens themselves (layer 0: a = 1, no rows).
+    stands for the shared image tokens themselves (a = 1, rank 0), and then ``total_rank``
+    sizes the buffers.
     """
-    ones = weights.new_ones(weights.shape[:2])
+    b, r, n = weights.shape
+    ones = weights.new_ones(b, n)
     if y is None:
-        return LowRankTokens(ones, weights, values, values.new_zeros(0, values.shape[-1]),
-                             [(ones, out)])
-    return LowRankTokens(y.a, torch.cat([y.f, weights], dim=2), torch.cat([y.e, values], dim=1),
-                         y.rows, y.blocks + [(ones, out)])
+        y = LowRankTokens(ones, weights.new_empty(b, total_rank, n),
+                          values.new_empty(b, total_rank, values.shape[-1]), 0, [], [])
+    y.f_all[:, y.rank : y.rank + r] = weights
+    y.e_all[:, y.rank : y.rank + r] = values
+    return y._replace(rank=y.rank + r, blocks=y.blocks + [(ones, out)])
 
 
-def norm_statistics(shared, bases):
+def norm_statistics(shared, bases, heads):
     """
     The per-image terms of :func:`norm_lowrank`.
 
     Args:
         shared: (N, C) the shared image tokens S; bases: per image-to-token update so far,
             (C, D + 1) its output projection [W_o, b_o] times the LayerNorm weights applied
-            since.
+            since; heads: H.
     Returns:
         dict: "mean_s" and "sq_s" (N,) the mean and centred sum of squares of each token,
-        "sc" (N, C) S centred, "cross": per update (N, D + 1) S_c [W_o, b_o]_c (the basis
-        centred over C).
+        "sc" (N, C) S centred, "cross": per update S_c [W_o, b_o]_c (the basis centred over
+        C) as (H, N, d) and (N,).
     """
     centred = shared - shared.mean(-1, keepdim=True)
+    cross = []
+    for basis in bases:
+        proj = centred @ (basis - basis.mean(0)).to(centred.dtype)
+        w = proj[:, :-1].reshape(proj.shape[0], heads, -1).transpose(0, 1).contiguous()
+        cross.append((w, proj[:, -1].contiguous()))
     return {"mean_s": shared.mean(-1), "sq_s": (centred * centred).sum(-1), "sc": centred,
-            "cross": [centred @ (basis - basis.mean(0)).to(centred.dtype) for basis in bases]}
+            "cross": cross}
 
 
 def norm_lowrank(ln, y, stats):
     """
-    LayerNorm of Z = diag(a) S + F E without forming Z (section 5). Mean and variance per
+    LayerNorm of Z = diag(a) S + F^T E without forming Z (section 5). Mean and variance per
     token come from the factors, with centred rows (S_c, E_c: each row minus its mean) so that
     no large square cancels:
-        mean_n = a_n mean(S_n) + F_n mean(E),
-        C var_n = a_n^2 |S_c,n|^2 + 2 a_n S_c,n . (F_n E_c) + F_n (E_c E_c^T) F_n^T,
-    the cross term through each block's O_j (N x D) and the image's S_c W_c (N x D), never
-    through an (N x C) tensor. Then LN(Z) = diag(a / std) (S * g) + [-mean/std, 1, F/std]
-    [g; beta; E * g]: the shared tokens become S * g (next entry of the context).
+        mean_n = a_n mean(S_n) + F_n^T mean(E),
+        C var_n = a_n^2 |S_c,n|^2 + 2 a_n S_c,n . (F_n^T E_c) + F_n^T (E_c E_c^T) F_n,
+    the cross term through each block's O_j and the image's S_c W_c (N x D), never through an
+    (N x C) tensor. Then LN(Z) = diag(a / std) (S * g) + [F / std; -mean / std; 1]^T
+    [E * g; g; beta]: the shared tokens become S * g (the next entry of the context). The
+    buffers of ``y`` are updated in place.
 
     Args:
-        y: :class:`LowRankTokens` of Z; stats: the context's entry of this norm ("mean_s",
-            "sq_s" (N,), "sc" (N, C) and "cross": per block (N, D + 1)).
+        y: :class:`LowRankTokens` of Z; stats: from :func:`norm_statistics`.
     Returns:
         :class:`LowRankTokens` of LN(Z).
     """
-    with torch.autocast(y.f.device.type, enabled=False):
-        a, f, e = y.a.float(), y.f.float(), y.e.float()
+    with torch.autocast(y.a.device.type, enabled=False):
+        a, f, e = y.a.float(), y.f, y.e
         c = e.shape[-1]
-        row_mean = e.mean(-1, keepdim=True)
-        mean = a * stats["mean_s"] + torch.bmm(f, row_mean)[..., 0]
-        centred = e - row_mean
-        quad = (torch.bmm(f, torch.bmm(centred, centred.transpose(1, 2))) * f).sum(-1)
-        s = y.rows.shape[0]
-        rows = y.rows.float()
-        cross = (f[:, :, :s] * (stats["sc"] @ (rows - rows.mean(-1, keepdim=True)).t())).sum(-1)
-        for (scale, out), pw in zip(y.blocks, stats["cross"]):
-            cross = cross + scale * ((out.float() * pw[:, :-1]).sum(-1) + pw[:, -1])
+        row_mean = e.float().mean(-1)
+        mean = a * stats["mean_s"] + torch.bmm(row_mean[:, None], f.float())[:, 0]
+        centred = e.float() - row_mean[..., None]
+        gram = torch.bmm(centred, centred.transpose(1, 2))
+        quad = (torch.bmm(gram, f.float()) * f).sum(1)
+        cross = torch.zeros_like(mean)
+        if y.rows:
+            index = [i for i, _ in y.rows]
+            rows = torch.stack([row for _, row in y.rows]).float()
+            rows_sc = (rows - rows.mean(-1, keepdim=True)) @ stats["sc"].t()
+            cross = (f[:, index].float() * rows_sc).sum(1)
+        for (scale, out), (w, bias) in zip(y.blocks, stats["cross"]):
+            cross = cross + scale * ((out.float() * w).sum((1, 3)) + bias)
         var = (a * a * stats["sq_s"] + 2 * a * cross + quad) / c
         rstd = torch.rsqrt(var + ln.eps)
-        g, beta = ln.weight.float(), ln.bias.float()
-        head = torch.stack([-mean * rstd, torch.ones_like(mean)], dim=2)
-        f = torch.cat([head, f * rstd[..., None]], dim=2)
-        new_rows = torch.stack([g, beta])
-        e = torch.cat([new_rows.expand(e.shape[0], 2, c), e * g], dim=1)
-        rows = torch.cat([new_rows, rows * g])
+        g, beta = ln.weight, ln.bias
+        r = y.rank
+        f.mul_(rstd[:, None].to(f.dtype))
+        y.f_all[:, r] = -mean * rstd
+        y.f_all[:, r + 1] = 1
+        e.mul_(g.to(e.dtype))
+        y.e_all[:, r] = g
+        y.e_all[:, r + 1] = beta
+        rows = [(i, row * g) for i, row in y.rows] + [(r, g), (r + 1, beta)]
         blocks = [(scale * rstd, out) for scale, out in y.blocks]
-        return LowRankTokens(a * rstd, f, e, rows, blocks)
+        return y._replace(a=a * rstd, rank=r + 2, rows=rows, blocks=blocks)
 
 
 def attend_tokens_to_lowrank(attn, q, y, shared):
     """
     Token-to-image attention against factored image tokens (sections 3 and 4). Keys
     (Y + P) W_k^T: the shared parts S W_k^T and P W_k^T are projected once per image, the
-    low-rank part enters through F_b (E_b W_k,h^T q_h^T) (N x H T per prompt); b_k drops out
+    low-rank part enters through (q_h W_k,h E_b^T) F_b (H T x N per prompt); b_k drops out
     of the softmax. Values: (A_h Y) W_v,h^T + b_v,h = (A_h diag(a)) (S W_v,h^T)
-    + (A_h F) (E W_v,h^T) + b_v,h.
+    + (A_h F^T) (E W_v,h^T) + b_v,h.
 
     Args:
         q: (B, T, C) token queries (with their positional embedding); y: :class:`LowRankTokens`.
@@ -199,17 +225,18 @@ def attend_tokens_to_lowrank(attn, q, y, shared):
     n = y.a.shape[1]
     qh = attn.q_proj(q).reshape(b, t, h, d) * scale
     dtype = qh.dtype
+    f, e = y.f.to(dtype), y.e.to(dtype)
     shared_scores = torch.bmm(qh.permute(2, 0, 1, 3).reshape(h, b * t, d),
                               shared["k_sp"].transpose(1, 2).to(dtype))
     shared_scores = shared_scores.reshape(h, b, t, 2, n).transpose(0, 1)
-    wk = (y.e.to(dtype) @ attn.k_proj.weight.t().to(dtype)).reshape(b, -1, h, d)
+    wk = (e @ attn.k_proj.weight.t().to(dtype)).reshape(b, -1, h, d)
     probe = torch.einsum("brhd,bthd->bhtr", wk, qh).reshape(b, h * t, -1)
-    scores = torch.bmm(probe, y.f.transpose(1, 2).to(dtype)).reshape(b, h, t, n)
+    scores = torch.bmm(probe, f).reshape(b, h, t, n)
     scores += shared_scores[:, :, :, 1]
     scores.addcmul_(y.a[:, None, None, :].to(dtype), shared_scores[:, :, :, 0])
     weights = scores.softmax(-1)
-    mixed = torch.bmm(weights.reshape(b, h * t, n), y.f.to(dtype)).reshape(b, h, t, -1)
-    wv = (y.e.to(dtype) @ attn.v_proj.weight.t().to(dtype)).reshape(b, -1, h, d)
+    mixed = torch.bmm(weights.reshape(b, h * t, n), f.transpose(1, 2)).reshape(b, h, t, -1)
+    wv = (e @ attn.v_proj.weight.t().to(dtype)).reshape(b, -1, h, d)
     out = torch.einsum("bhtr,brhd->bthd", mixed, wv)
     scaled = weights.new_empty(h, b, t, n)
     torch.mul(weights.transpose(0, 1), y.a[None, :, None, :].to(dtype), out=scaled)
@@ -222,11 +249,11 @@ def attend_lowrank_to_tokens(attn, k, v, y, shared):
     """
     Image-to-token attention (section 2) with queries from the factored image tokens (the
     shared image tokens themselves when ``y`` is None). Scores of head h against the T keys
-    k_h: (a S W_q,h^T + P W_q,h^T + b_q,h) k_h^T (shared projections, once per image) plus
-    F (E W_q,h^T k_h^T); softmax over the T keys of each head. The update is returned in
-    factored form, W V' + b_o with V' = stacked (v W_v,h^T + b_v,h) W_o,h^T + b_o / H (each
-    head's weights sum to one, so b_o / H on every row adds b_o once), with
-    O = [W_1 (v W_v,1^T + b_v,1), ..] (N x D) for the next LayerNorm.
+    k_h: k_h (a S W_q,h^T + P W_q,h^T + b_q,h)^T (shared projections, once per image) plus
+    (k_h W_q,h E^T) F; softmax over the T keys of each head, computed in a (B, H, T, N)
+    layout. The update is returned in factored form, W V' + b_o with V' = stacked
+    (v W_v,h^T + b_v,h) W_o,h^T + b_o / H (each head's weights sum to one, so b_o / H on
+    every row adds b_o once), with O_h = W_h (v W_v,h^T + b_v,h) for the next LayerNorm.
 
     Args:
         k: (B, T, C) the keys' input (with positional embedding); v: (B, T, C) values' input.
@@ -234,29 +261,32 @@ def attend_lowrank_to_tokens(attn, k, v, y, shared):
             (X + P) W_q^T + b_q (``y`` None), else "q_sp" (H, 2N, d) those of S W_q^T then
             P W_q^T + b_q.
     Returns:
-        W (B, N, H T), O (B, N, D), V' (B, H T, C).
+        W^T (B, H T, N), O (B, H, N, d), V' (B, H T, C).
     """
     b, t, c = k.shape
     h, d, scale = _split(attn)
     kh = attn.k_proj(k).reshape(b, t, h, d) * scale
     vh = attn.v_proj(v).reshape(b, t, h, d)
-    keys = kh.permute(2, 3, 0, 1).reshape(h, d, b * t)
+    keys = kh.permute(2, 0, 1, 3).reshape(h, b * t, d)
     if y is None:
         n = shared["q0"].shape[1]
-        scores = torch.bmm(shared["q0"].to(keys.dtype), keys).reshape(h, n, b, t).permute(2, 1, 0, 3)
+        scores = torch.bmm(keys, shared["q0"].transpose(1, 2).to(keys.dtype))
+        scores = scores.reshape(h, b, t, n).transpose(0, 1)
     else:
         n = y.a.shape[1]
-        qs = torch.bmm(shared["q_sp"].to(keys.dtype), keys).reshape(h, 2, n, b, t)
+        qs = torch.bmm(keys, shared["q_sp"].transpose(1, 2).to(keys.dtype))
+        qs = qs.reshape(h, b, t, 2, n).transpose(0, 1)
         wq = (y.e.to(kh.dtype) @ attn.q_proj.weight.t().to(kh.dtype)).reshape(b, -1, h, d)
-        probe = torch.einsum("brhd,bthd->brht", wq, kh).reshape(b, -1, h * t)
-        scores = torch.bmm(y.f.to(kh.dtype), probe).reshape(b, n, h, t)
-        scores += qs[:, 1].permute(2, 1, 0, 3)
-        scores.addcmul_(y.a[:, :, None, None].to(kh.dtype), qs[:, 0].permute(2, 1, 0, 3))
-    weights = scores.softmax(-1)
-    out = torch.einsum("bnht,bthd->bnhd", weights, vh).reshape(b, n, h * d)
+        probe = torch.einsum("brhd,bthd->bhtr", wq, kh).reshape(b, h * t, -1)
+        scores = torch.bmm(probe, y.f.to(kh.dtype)).reshape(b, h, t, n)
+        scores += qs[:, :, :, 1]
+        scores.addcmul_(y.a[:, None, None, :].to(kh.dtype), qs[:, :, :, 0])
+    weights = scores.softmax(2)
+    vh = vh.transpose(1, 2)
+    out = torch.bmm(weights.reshape(b * h, t, n).transpose(1, 2), vh.reshape(b * h, t, d))
     wo = attn.out_proj.weight.reshape(c, h, d)
-    values = torch.einsum("bthd,chd->bhtc", vh, wo.to(vh.dtype)) + attn.out_proj.bias / h
-    return weights.reshape(b, n, h * t), out, values.reshape(b, h * t, c)
+    values = torch.einsum("bhtd,chd->bhtc", vh, wo.to(vh.dtype)) + attn.out_proj.bias / h
+    return weights.reshape(b, h * t, n), out.reshape(b, h, n, d), values.reshape(b, h * t, c)
 
 
 def block_layout(feature_map, factor):
@@ -353,7 +383,7 @@ class SharedPromptDecoder:
                                            _heads(i2t.q_proj.weight, pe, h, i2t.q_proj.bias)], dim=1)
             proj = i2t.out_proj
             bases.append(torch.cat([proj.weight, proj.bias[:, None]], dim=1))
-            entry.update(norm_statistics(shared, bases))
+            entry.update(norm_statistics(shared, bases, h))
             layers.append(entry)
             bases = [basis * layer.norm4.weight[:, None] for basis in bases]
             shared = shared * layer.norm4.weight
@@ -377,10 +407,12 @@ class SharedPromptDecoder:
     def _transformer(self, tokens, layers, final):
         """
         tokens (B, T, C) -> final tokens (B, T, C) and the final image tokens as factors
-        (a (B, N), F (B, N, r), E (B, r, C), see :class:`LowRankTokens`).
+        (a (B, N), F (B, r, N), E (B, r, C), see :class:`LowRankTokens`).
         """
         tr = self.decoder.transformer
         queries, image = tokens, None
+        heads = tr.layers[0].cross_attn_image_to_token.num_heads
+        total_rank = len(tr.layers) * (heads * tokens.shape[1] + 2)
         for layer, shared in zip(tr.layers, layers):
             if layer.skip_first_layer_pe:
                 queries = layer.self_attn(q=queries, k=queries, v=queries)
@@ -397,7 +429,7 @@ class SharedPromptDecoder:
             queries = layer.norm3(queries + layer.mlp(queries))
             update = attend_lowrank_to_tokens(layer.cross_attn_image_to_token, queries + tokens,
                                               queries, image, shared)
-            image = norm_lowrank(layer.norm4, add_update(image, *update), shared)
+            image = norm_lowrank(layer.norm4, add_update(image, *update, total_rank), shared)
         out = attend_tokens_to_lowrank(tr.final_attn_token_to_image, queries + tokens, image, final)
         return tr.norm_final_attn(queries + out), (image.a, image.f, image.e)
 
@@ -406,12 +438,12 @@ class SharedPromptDecoder:
         SAM 2's upscaling ``act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)`` and the
         hypernetwork product, computed token-major (section 6): a 2 x 2 stride-2 transposed
         convolution is a linear map of each input pixel to its 2 x 2 output block, so the first
-        one applied to the factored tokens is diag(a) (S W_1) + F (E W_1), S W_1 once per image;
+        one applied to the factored tokens is diag(a) (S W_1) + F^T (E W_1), S W_1 once per image;
         LayerNorm2d becomes a LayerNorm over the last dimension. Pixel
         (4r + 2i + i', 4c + 2j + j') is element (r c, i j, i' j').
 
         Args:
-            keys: factors (a (K, N), F (K, N, r), E (K, r, C)) of the final image tokens;
+            keys: factors (a (K, N), F (K, r, N), E (K, r, C)) of the final image tokens;
             hyper (K, M, C/8) hypernetwork outputs of M tokens; up1 (N, 4 C/4) S W_1;
             feat_s0 (1, N, 4, 4, C/8), feat_s1 (1, N, 4, C/4) from :func:`block_layout`;
             e: (e, e) the embedding grid.
@@ -420,13 +452,13 @@ class SharedPromptDecoder:
         """
         dc1, ln1, act1, dc2, act2 = self.decoder.output_upscaling
         a, f, factors = keys
-        k, n, _ = f.shape
+        k, _, n = f.shape
         c1, c0 = dc1.out_channels, dc2.out_channels
         dtype = f.dtype
         w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, 4 * c1).to(dtype)
         shift1 = (feat_s1 + dc1.bias).reshape(1, n, 4 * c1).to(dtype)
         up = torch.addcmul(shift1, a[:, :, None].to(dtype), up1.to(dtype))
-        up = torch.baddbmm(up, f, factors.to(dtype) @ w1).reshape(k, n, 4, c1)
+        up = torch.baddbmm(up, f.transpose(1, 2), factors.to(dtype) @ w1).reshape(k, n, 4, c1)
         up = act1(F.layer_norm(up, (c1,), ln1.weight, ln1.bias, ln1.eps))
         w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c0).to(up.dtype)
         shift0 = (feat_s0 + dc2.bias).reshape(1, n * 4, 4 * c0).to(up.dtype)
