@@ -57,6 +57,11 @@ import torch.nn.functional as F
 # 128 MiB per tensor in fp32, e.g. 32 prompts at SAM 2's 64 x 64 embedding of a 1024 input).
 IMAGE_TOKENS_PER_CHUNK = 1 << 17
 
+# Kept prompts' image tokens upscaled at once (prompts x tokens): every step of the upscaling is
+# local to a token, so it runs on tiles of tokens whose intermediates (~3 KiB of mask-grid
+# features per token) stay in cache.
+UPSCALE_TOKENS_PER_TILE = 1 << 10
+
 
 def _split(attn):
     """(H, d, s) of a SAM 2 ``Attention`` module."""
@@ -456,15 +461,24 @@ class SharedPromptDecoder:
         c1, c0 = dc1.out_channels, dc2.out_channels
         dtype = f.dtype
         w1 = dc1.weight.permute(0, 2, 3, 1).reshape(dc1.in_channels, 4 * c1).to(dtype)
-        shift1 = (feat_s1 + dc1.bias).reshape(1, n, 4 * c1).to(dtype)
-        up = torch.addcmul(shift1, a[:, :, None].to(dtype), up1.to(dtype))
-        up = torch.baddbmm(up, f.transpose(1, 2), factors.to(dtype) @ w1).reshape(k, n, 4, c1)
-        up = act1(F.layer_norm(up, (c1,), ln1.weight, ln1.bias, ln1.eps))
-        w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c0).to(up.dtype)
-        shift0 = (feat_s0 + dc2.bias).reshape(1, n * 4, 4 * c0).to(up.dtype)
-        up = act2((up.reshape(k * n * 4, c1) @ w2).reshape(k, n * 4, 4 * c0).add_(shift0))
+        low = factors.to(dtype) @ w1
+        shift1 = (feat_s1 + dc1.bias).reshape(n, 4 * c1).to(dtype)
+        w2 = dc2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c0).to(dtype)
+        shift0 = (feat_s0 + dc2.bias).reshape(n, 4, 4 * c0).to(dtype)
+        hyper_t = hyper.transpose(1, 2).to(dtype)
         m = hyper.shape[1]
-        masks = torch.bmm(up.reshape(k, n * 16, c0), hyper.transpose(1, 2).to(up.dtype))
+        tile = max(1, UPSCALE_TOKENS_PER_TILE // k)
+        masks = []
+        for start in range(0, n, tile):
+            part = slice(start, start + tile)
+            up = torch.addcmul(shift1[part], a[:, part, None].to(dtype), up1[part].to(dtype))
+            up = torch.baddbmm(up, f[:, :, part].transpose(1, 2), low)
+            t = up.shape[1]
+            up = act1(F.layer_norm(up.reshape(k, t, 4, c1), (c1,), ln1.weight, ln1.bias, ln1.eps))
+            up = (up.reshape(k * t * 4, c1) @ w2).reshape(k, t * 4, 4 * c0)
+            up = act2(up.add_(shift0[part].reshape(t * 4, 4 * c0)))
+            masks.append(torch.bmm(up.reshape(k, t * 16, c0), hyper_t))
+        masks = torch.cat(masks, dim=1)
         masks = masks.reshape(k, e[0], e[1], 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return masks.reshape(k, m, 4 * e[0], 4 * e[1])
 
