@@ -135,7 +135,7 @@ def test_layer_norm_of_low_rank_tokens_equals_the_direct_layer_norm():
         rows = torch.einsum("bhtd,chd->bhtc", values, w_o.reshape(c, h, d)) + b_o / h
         bases.append(torch.cat([w_o, b_o[:, None]], dim=1))
         direct = ln(direct + out.transpose(1, 2).reshape(b, n, h * d) @ w_o.t() + b_o)
-        update = add_update(y, weights.reshape(b, h * t, n), out, rows.reshape(b, h * t, c),
+        update = add_update(y, weights.reshape(b, h * t, n), values, rows.reshape(b, h * t, c),
                             2 * (h * t + 2))
         y = norm_lowrank(ln, update, norm_statistics(stages, bases, h))
         bases = [basis * ln.weight[:, None] for basis in bases]

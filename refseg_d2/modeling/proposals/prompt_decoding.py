@@ -104,8 +104,8 @@ class LowRankTokens(NamedTuple):
     come in blocks, one per image-to-token update j (F: its attention weights W_j^T (H T, N)
     times a per-token scale c_j; E: its values V'_j), and in pairs added by each LayerNorm (E:
     its weight and bias, the same for every prompt; ``rows`` lists (index, (C,) row) of
-    those). ``blocks`` holds (c_j (B, N), O_j (B, H, N, d)), O_j the update's attention output
-    before the output projection.
+    those). ``blocks`` holds (first row, c_j (B, N), v_j (B, H, T, d)) per update, v_j its
+    values before the output projection.
     """
 
     a: torch.Tensor
@@ -124,7 +124,7 @@ class LowRankTokens(NamedTuple):
         return self.e_all[:, : self.rank]
 
 
-def add_update(y, weights, out, values, total_rank=None):
+def add_update(y, weights, head_values, values, total_rank=None):
     """
     Y + W V' (an image-to-token update, see :func:`attend_lowrank_to_tokens`); ``y`` None
     stands for the shared image tokens themselves (a = 1, rank 0), and then ``total_rank``
@@ -137,7 +137,7 @@ def add_update(y, weights, out, values, total_rank=None):
                           values.new_empty(b, total_rank, values.shape[-1]), 0, [], [])
     y.f_all[:, y.rank : y.rank + r] = weights
     y.e_all[:, y.rank : y.rank + r] = values
-    return y._replace(rank=y.rank + r, blocks=y.blocks + [(ones, out)])
+    return y._replace(rank=y.rank + r, blocks=y.blocks + [(y.rank, ones, head_values)])
 
 
 def norm_statistics(shared, bases, heads):
@@ -151,13 +151,13 @@ def norm_statistics(shared, bases, heads):
     Returns:
         dict: "mean_s" and "sq_s" (N,) the mean and centred sum of squares of each token,
         "sc" (N, C) S centred, "cross": per update S_c [W_o, b_o]_c (the basis centred over
-        C) as (H, N, d) and (N,).
+        C) as (H, d, N) and (N,).
     """
     centred = shared - shared.mean(-1, keepdim=True)
     cross = []
     for basis in bases:
         proj = centred @ (basis - basis.mean(0)).to(centred.dtype)
-        w = proj[:, :-1].reshape(proj.shape[0], heads, -1).transpose(0, 1).contiguous()
+        w = proj[:, :-1].reshape(proj.shape[0], heads, -1).permute(1, 2, 0).contiguous()
         cross.append((w, proj[:, -1].contiguous()))
     return {"mean_s": shared.mean(-1), "sq_s": (centred * centred).sum(-1), "sc": centred,
             "cross": cross}
@@ -169,9 +169,11 @@ def norm_lowrank(ln, y, stats):
     token come from the factors, with centred rows (S_c, E_c: each row minus its mean) so that
     no large square cancels:
         mean_n = a_n mean(S_n) + F_n^T mean(E),
-        C var_n = a_n^2 |S_c,n|^2 + 2 a_n S_c,n . (F_n^T E_c) + F_n^T (E_c E_c^T) F_n,
-    the cross term through each block's O_j and the image's S_c W_c (N x D), never through an
-    (N x C) tensor. Then LN(Z) = diag(a / std) (S * g) + [F / std; -mean / std; 1]^T
+        C var_n = a_n^2 |S_c,n|^2 + 2 a_n S_c,n . (F_n^T E_c) + F_n^T (E_c E_c^T) F_n.
+    In the cross term the rows of a block are E_c = (v_h W_c,h^T + b_c / H) (centred over C),
+    so E_c S_c^T = v_h (S_c W_c,h)^T + (S_c b_c)^T / H from the image's S_c [W_c, b_c]
+    (N x (D + 1)), and F^T E_c S_c^T = sum over the block's rows of F * (v_h (S_c W_c,h)^T)
+    + c_j S_c b_c (each head's weights sum to one): no (N x C) tensor per prompt. Then LN(Z) = diag(a / std) (S * g) + [F / std; -mean / std; 1]^T
     [E * g; g; beta]: the shared tokens become S * g (the next entry of the context). The
     buffers of ``y`` are updated in place.
 
@@ -194,8 +196,12 @@ def norm_lowrank(ln, y, stats):
             rows = torch.stack([row for _, row in y.rows]).float()
             rows_sc = (rows - rows.mean(-1, keepdim=True)) @ stats["sc"].t()
             cross = (f[:, index].float() * rows_sc).sum(1)
-        for (scale, out), (w, bias) in zip(y.blocks, stats["cross"]):
-            cross = cross + scale * ((out.float() * w).sum((1, 3)) + bias)
+        for (start, scale, head_values), (w, bias) in zip(y.blocks, stats["cross"]):
+            b, h, t, d = head_values.shape
+            proj = torch.bmm(head_values.float().transpose(0, 1).reshape(h, b * t, d), w)
+            weights = f[:, start : start + h * t].float().reshape(b, h, t, -1)
+            cross = cross + (weights * proj.reshape(h, b, t, -1).transpose(0, 1)).sum((1, 2))
+            cross = cross + scale * bias
         var = (a * a * stats["sq_s"] + 2 * a * cross + quad) / c
         rstd = torch.rsqrt(var + ln.eps)
         g, beta = ln.weight, ln.bias
@@ -207,7 +213,7 @@ def norm_lowrank(ln, y, stats):
         y.e_all[:, r] = g
         y.e_all[:, r + 1] = beta
         rows = [(i, row * g) for i, row in y.rows] + [(r, g), (r + 1, beta)]
-        blocks = [(scale * rstd, out) for scale, out in y.blocks]
+        blocks = [(start, scale * rstd, head_values) for start, scale, head_values in y.blocks]
         return y._replace(a=a * rstd, rank=r + 2, rows=rows, blocks=blocks)
 
 
@@ -258,7 +264,7 @@ def attend_lowrank_to_tokens(attn, k, v, y, shared):
     (k_h W_q,h E^T) F; softmax over the T keys of each head, computed in a (B, H, T, N)
     layout. The update is returned in factored form, W V' + b_o with V' = stacked
     (v W_v,h^T + b_v,h) W_o,h^T + b_o / H (each head's weights sum to one, so b_o / H on
-    every row adds b_o once), with O_h = W_h (v W_v,h^T + b_v,h) for the next LayerNorm.
+    every row adds b_o once).
 
     Args:
         k: (B, T, C) the keys' input (with positional embedding); v: (B, T, C) values' input.
@@ -266,7 +272,7 @@ def attend_lowrank_to_tokens(attn, k, v, y, shared):
             (X + P) W_q^T + b_q (``y`` None), else "q_sp" (H, 2N, d) those of S W_q^T then
             P W_q^T + b_q.
     Returns:
-        W^T (B, H T, N), O (B, H, N, d), V' (B, H T, C).
+        W^T (B, H T, N), the values per head v W_v,h^T + b_v,h (B, H, T, d), V' (B, H T, C).
     """
     b, t, c = k.shape
     h, d, scale = _split(attn)
@@ -288,10 +294,9 @@ def attend_lowrank_to_tokens(attn, k, v, y, shared):
         scores.addcmul_(y.a[:, None, None, :].to(kh.dtype), qs[:, :, :, 0])
     weights = scores.softmax(2)
     vh = vh.transpose(1, 2)
-    out = torch.bmm(weights.reshape(b * h, t, n).transpose(1, 2), vh.reshape(b * h, t, d))
     wo = attn.out_proj.weight.reshape(c, h, d)
     values = torch.einsum("bhtd,chd->bhtc", vh, wo.to(vh.dtype)) + attn.out_proj.bias / h
-    return weights.reshape(b, h * t, n), out.reshape(b, h, n, d), values.reshape(b, h * t, c)
+    return weights.reshape(b, h * t, n), vh, values.reshape(b, h * t, c)
 
 
 def block_layout(feature_map, factor):
