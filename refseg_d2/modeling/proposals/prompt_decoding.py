@@ -32,21 +32,49 @@ What is exact algebra here, and what is shared:
        scores_h = (s q_h W_k,h) (Y + P)^T + s q_h b_k,h^T 1^T; the last term is constant along
    the keys of each query, so softmax drops it exactly. Values: the softmax rows sum to one, so
        A_h (Y W_v,h^T + b_v,h) = (A_h Y) W_v,h^T + b_v,h,
-   i.e. the (H T x N) weights multiply Y itself and only H T rows get projected.
-4. What cannot be shared: after layer 0 the image tokens are LayerNorm(X + out_0), a
-   different (N, C) tensor per prompt, and likewise after layer 1; they are materialised for
-   a chunk of prompts at a time (``chunk``), never for all prompts.
-5. The predicted IoUs depend only on the tokens, so they are computed first (IoU head in fp32
+   i.e. the (H T x N) weights multiply Y itself and only H T rows get projected; with Y
+   factored (section 4), A_h Y W_v,h^T = (A_h diag(a)) (S W_v,h^T) + (A_h F^T) (E W_v,h^T).
+4. Per-prompt image tokens stay low-rank. After layer 0 a prompt's image tokens are
+   LN(X + W V') (section 2), W = [A_1 .. A_H] (N x H T): the shared tokens plus an update of
+   rank <= H T, through a LayerNorm, which per token is an affine map. So they are held as
+       Y_b = diag(a_b) S + F_b^T E_b,   S (N x C) shared, a_b (N), F_b (r x N), E_b (r x C),
+   (``LowRankTokens``; S = X and a = 1 before the first LayerNorm, r = H T + 2 after it,
+   2 (H T + 2) after layer 1) and never formed. Any linear map L that follows splits into a
+   once-per-image product and a low-rank one:
+       Y_b L = diag(a_b) (S L) + F_b^T (E_b L),
+   which serves the K/V projections of the later token-to-image attentions and the queries of
+   the later image-to-token attention (sections 2, 3, with the per-head query or key folded
+   in: F_b^T (E_b W_h^T q_h^T), N x H T per prompt), and the first transposed convolution of
+   the upscaling (section 6). A new update appends its H T rows (W^T, V') to F, E.
+5. LayerNorm of Z = diag(a) S + F^T E (norm weight g, bias beta), from the factors: with S_c,
+   E_c each row minus its mean,
+       mean_n = a_n mean(S_n) + F_n^T mean(E),
+       C var_n = a_n^2 |S_c,n|^2 + 2 a_n S_c,n . (F_n^T E_c) + F_n^T (E_c E_c^T) F_n,
+   (centred terms: no large squares cancel in fp32), and then
+       LN(Z) = diag(a / std) (S * g) + [F / std; -mean / std; 1]^T [E * g; g; beta],
+   so the shared tokens become S * g (once per image) and the rank grows by 2. The cross term
+   uses the rows of an update, (v_h W_o,h^T + b_o / H) * g..: S_c times the centred
+   [W_o, b_o] * g.. is an (N x D + 1) product once per image, and per prompt only
+   v_h (T x d) meets it (N x T x D), never an (N x C) tensor.
+   Only the nonlinear steps run per prompt: the softmaxes, the per-token mean and variance,
+   and, for kept prompts, the upscaling's LayerNorm, GELUs and second transposed convolution.
+6. The predicted IoUs depend only on the tokens, so they are computed first (IoU head in fp32
    even under autocast); mask upscaling (the two transposed convolutions with the
    high-resolution features) and the hypernetwork product then run only for prompts that
-   pass the filter, and only for their chosen output token.
+   pass the filter, only for their chosen output token, and on tiles of tokens (every step of
+   it is local to a token).
 
-Per prompt this is ~0.47 GMAC in the transformer (the official decoder: ~1.3 GMAC) plus
-~0.4 GMAC of upscaling for kept prompts only. Rounding differs from the official decoder
-(sums in another order); ties in predicted IoU are broken as ``argmax`` does (first max).
+Multiply-accumulates per prompt at N = 64 x 64 (Hiera-T decoder, T = 8, H T = 64):
+transformer ~0.30 G (layer 0 ~0.03 G, layer 1 ~0.16 G of which the second LayerNorm's
+quadratic form 0.07 G, final attention ~0.09 G, token-only products ~0.03 G); upscaling of a
+kept prompt ~0.28 G (low-rank part of the first transposed convolution 0.14 G, second one
+0.13 G). Once per image ~2 G. (The official decoder: ~1.3 G per prompt in the transformer
+and ~0.4 G of upscaling for each of its four masks.) Rounding differs from the official
+decoder (sums in another order); ties in predicted IoU are broken as ``argmax`` does (first
+max).
 
 Shapes: B prompts of a chunk, T tokens, N = e * e image tokens, C channels, h x w = 4e x 4e
-mask grid; K kept prompts.
+mask grid; K kept prompts; r the rank of the factored image tokens.
 """
 from typing import NamedTuple
 
@@ -57,10 +85,14 @@ import torch.nn.functional as F
 # 128 MiB per tensor in fp32, e.g. 32 prompts at SAM 2's 64 x 64 embedding of a 1024 input).
 IMAGE_TOKENS_PER_CHUNK = 1 << 17
 
+# On a CPU, a smaller bound keeps a chunk's factored tokens (~1 KiB per image token and prompt)
+# close to the caches: 8 prompts at 64 x 64 decoded ~25% faster than 24 on a 2-core CPU.
+CPU_IMAGE_TOKENS_PER_CHUNK = 1 << 15
+
 # Kept prompts' image tokens upscaled at once (prompts x tokens): every step of the upscaling is
 # local to a token, so it runs on tiles of tokens whose intermediates (~3 KiB of mask-grid
 # features per token) stay in cache.
-UPSCALE_TOKENS_PER_TILE = 1 << 10
+UPSCALE_TOKENS_PER_TILE = 1 << 11
 
 
 def _split(attn):
@@ -512,7 +544,10 @@ class SharedPromptDecoder:
         """Shared loop: ``pick(hs, keys, ious)`` -> (logits, ious, index) per chunk."""
         outs = []
         n = ctx["up1"].shape[0]
-        chunk = max(1, min(self.chunk, IMAGE_TOKENS_PER_CHUNK // n))
+        budget = IMAGE_TOKENS_PER_CHUNK
+        if ctx["up1"].device.type == "cpu":
+            budget = min(budget, CPU_IMAGE_TOKENS_PER_CHUNK)
+        chunk = max(1, min(self.chunk, budget // n))
         for start in range(0, sparse.shape[0], chunk):
             tokens = self._tokens(sparse[start : start + chunk])
             b = tokens.shape[0]
