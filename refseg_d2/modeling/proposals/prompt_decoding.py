@@ -394,8 +394,7 @@ class SharedPromptDecoder:
         Returns:
             dict of per-image tensors: "layers", one dict per layer (layer 0: "k0", "v0",
             "q0" (H, N, d); later layers: "k_sp", "q_sp" (H, 2N, d), "v_s" (H, N, d)) with the
-            statistics of its last LayerNorm ("mean_s", "sq_s" (N,), "sc" (N, C), "cross": per
-            update so far (N, D + 1)); "final" ("k_sp", "v_s") of the final attention; "up1"
+            statistics of its last LayerNorm (:func:`norm_statistics`); "final" ("k_sp", "v_s") of the final attention; "up1"
             (N, 4 C/4) the shared tokens through the first transposed convolution; the
             high-res maps in block layout "feat_s0" (1, N, 4, 4, C/8), "feat_s1" (1, N, 4, C/4);
             "size" (e, e); "mask_size" (4e, 4e).
@@ -425,7 +424,7 @@ class SharedPromptDecoder:
                                            _heads(i2t.q_proj.weight, pe, h, i2t.q_proj.bias)], dim=1)
             proj = i2t.out_proj
             bases.append(torch.cat([proj.weight, proj.bias[:, None]], dim=1))
-            entry.update(norm_statistics(shared, bases, h))
+            entry.update(norm_statistics(shared, bases, i2t.num_heads))
             layers.append(entry)
             bases = [basis * layer.norm4.weight[:, None] for basis in bases]
             shared = shared * layer.norm4.weight
