@@ -106,3 +106,39 @@ def test_shared_decoder_holds_at_most_its_token_budget_of_prompts(sam_and_featur
         capped = prompter.decode_point_grid(embedding, high_res)
     assert sizes == [5, 5, 5, 1]
     assert all((a - b).abs().max() <= TOL for a, b in zip(whole, capped))
+
+
+def test_layer_norm_of_low_rank_tokens_equals_the_direct_layer_norm():
+    """Two image-to-token updates, each followed by a LayerNorm, in factored form and directly."""
+    from refseg_d2.modeling.proposals.prompt_decoding import (
+        add_update, norm_lowrank, norm_statistics)
+
+    gen = torch.Generator().manual_seed(1)
+    b, n, c, h, t, d = 3, 50, 16, 2, 3, 4
+
+    def rand(*shape, scale=1.0):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).float() * scale
+
+    # shared tokens far from zero mean, so that centring matters
+    shared = rand(n, c) + 6.0
+    norms = [torch.nn.LayerNorm(c) for _ in range(2)]
+    with torch.no_grad():
+        for ln in norms:
+            ln.weight.copy_(1 + rand(c, scale=0.3))
+            ln.bias.copy_(rand(c))
+    y, direct, bases, stages = None, shared.expand(b, n, c), [], shared
+    for ln in norms:
+        weights = rand(b, h, t, n).softmax(2)
+        values = rand(b, h, t, d)
+        w_o, b_o = rand(c, h * d), rand(c)
+        out = torch.einsum("bhtn,bhtd->bhnd", weights, values)
+        rows = torch.einsum("bhtd,chd->bhtc", values, w_o.reshape(c, h, d)) + b_o / h
+        bases.append(torch.cat([w_o, b_o[:, None]], dim=1))
+        direct = ln(direct + out.transpose(1, 2).reshape(b, n, h * d) @ w_o.t() + b_o)
+        update = add_update(y, weights.reshape(b, h * t, n), values, rows.reshape(b, h * t, c),
+                            2 * (h * t + 2))
+        y = norm_lowrank(ln, update, norm_statistics(stages, bases, h))
+        bases = [basis * ln.weight[:, None] for basis in bases]
+        stages = stages * ln.weight
+        factored = y.a[..., None] * stages + torch.bmm(y.f.transpose(1, 2), y.e)
+        assert (factored - direct).abs().max() <= 1e-5
