@@ -214,8 +214,9 @@ def test_importing_the_package_registers_the_paper_seeds_only_and_opens_no_datas
     # COCO-FSOD 1 + 6 shots x 10 seeds; VOC 2 + 3 splits x (2 + 5 shots x (1 + 10 TFA seeds));
     # CD-FSOD 6 x 2 (with_segm or not) x (3 shots x 2 + 2); COCO-20i 4 x (1 + 2 shots);
     # FsDet COCO seed files 2 splits x 6 shots x 10 seeds; gFSOD 1 + 6 shots x 10 seeds; LVIS
-    # 5 shots x 1 seed (lvis_v1_val is Detectron2's name).
-    assert "OURS {}\n".format(61 + 173 + 96 + 12 + 120 + 61 + 5) in out
+    # 5 shots x 1 seed (lvis_v1_val is Detectron2's name); FSOD-VFM's support files: COCO 2 shots,
+    # VOC 3 splits x 5 shots, CD-FSOD 6 x 3 shots.
+    assert "OURS {}\n".format(61 + 173 + 96 + 12 + 120 + 61 + 5 + 2 + 15 + 18) in out
     assert "WANTED True" in out
     assert "SEED7 False" in out and "SEED7_BY_NAME True" in out
     assert "OPENED []" in out

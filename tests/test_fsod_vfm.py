@@ -389,6 +389,7 @@ def test_sweep_demo_and_report_run_the_box_pipeline(sam21_weights, synthetic, tm
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert sweep.returncode == 0, (sweep.stdout + sweep.stderr)[-4000:]
     assert len([p for p in (tmp_path / "sweep").rglob("metrics.json")]) == 2
+    assert len([p for p in (tmp_path / "sweep").rglob("report.html")]) == 2
     code, log = _run(FSOD_TINY, sam21_weights, synthetic, tmp_path / "run",
                      "MODEL.REFSEG.PROPOSALS.BOXES_FILE", str(tmp_path / "boxes.json"))
     assert code == 0, log[-4000:]

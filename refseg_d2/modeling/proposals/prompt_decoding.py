@@ -226,14 +226,14 @@ def norm_lowrank(ln, y, stats):
         if y.rows:
             index = [i for i, _ in y.rows]
             rows = torch.stack([row for _, row in y.rows]).float()
-            rows_sc = (rows - rows.mean(-1, keepdim=True)) @ stats["sc"].t()
+            rows_sc = (rows - rows.mean(-1, keepdim=True)) @ stats["sc"].float().t()
             cross = (f[:, index].float() * rows_sc).sum(1)
         for (start, scale, head_values), (w, bias) in zip(y.blocks, stats["cross"]):
             b, h, t, d = head_values.shape
-            proj = torch.bmm(head_values.float().transpose(0, 1).reshape(h, b * t, d), w)
+            proj = torch.bmm(head_values.float().transpose(0, 1).reshape(h, b * t, d), w.float())
             weights = f[:, start : start + h * t].float().reshape(b, h, t, -1)
             cross = cross + (weights * proj.reshape(h, b, t, -1).transpose(0, 1)).sum((1, 2))
-            cross = cross + scale * bias
+            cross = cross + scale * bias.float()
         var = (a * a * stats["sq_s"] + 2 * a * cross + quad) / c
         rstd = torch.rsqrt(var + ln.eps)
         g, beta = ln.weight, ln.bias
