@@ -251,6 +251,8 @@ def _dry_check(tool, args, workspace):
     spec.loader.exec_module(module)
     parse = module.get_parser().parse_args if hasattr(module, "get_parser") else module.parse_args
     parsed = parse(args)
+    if not hasattr(parsed, "config_file"):
+        return
     cfg = build_cfg(os.path.join(workspace, parsed.config_file), parsed.opts)
     names = list(cfg.DATASETS.REFERENCE) + list(cfg.DATASETS.TEST)
     registered_here = [n for n, _, _ in getattr(parsed, "register", None) or []]
