@@ -6,6 +6,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.insert(0, os.path.join(REPO, "tools"))   # the tools that import each other
 
 SAM2_CONFIG = "configs/sam2/sam2_hiera_t.yaml"
 ENCODER = "dinov2_vits14"

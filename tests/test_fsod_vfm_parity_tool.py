@@ -1,7 +1,8 @@
 """
 The FSOD-VFM parity check's inputs (refseg_d2.testing.parity_inputs) and the stand-ins of
-tools/fsod_vfm_parity.py that run without the authors' repository: the proposal edge cases
-are present, the support file follows the references, the UPN stand-in answers in UPN's format.
+tools/fsod_vfm_theirs.py (the authors' side of tools/fsod_vfm_parity.py) that run without the
+authors' repository: the proposal edge cases are present, the support file follows the
+references, the UPN stand-in answers in UPN's format.
 """
 import json
 import os
@@ -11,15 +12,13 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from common import REPO
 from PIL import Image
 
 from refseg_d2.testing import parity_inputs
 from refseg_d2.testing.parity_inputs import (FEW_BOXES_IMAGES, MANY_BOXES_IMAGE, SINGLE_BOX_IMAGE,
                                              make_parity_inputs)
 
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import fsod_vfm_parity  # noqa: E402
+import fsod_vfm_theirs  # noqa: E402  (tools/ is on the path: conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +110,8 @@ def test_upn_stand_in_answers_by_pixels_in_upn_format_sorted_by_score(tmp_path):
     proposals = {7: (np.array([[0, 0, 2, 2], [1, 1, 3, 3]], np.float32),
                      np.array([0.2, 0.9], np.float32))}
     calls = []
-    upn = fsod_vfm_parity.boxes_file_upn(lambda self, r, **kw: r, proposals,
-                                         {fsod_vfm_parity.pixel_key(image): 7}, calls)("unused")
+    upn = fsod_vfm_theirs.boxes_file_upn(lambda self, r, **kw: r, proposals,
+                                         {fsod_vfm_theirs.pixel_key(image): 7}, calls)("unused")
     out = upn.inference(image.copy(), "coarse_grained_prompt")
     assert out["original_xyxy_boxes"].dtype == np.float32
     assert out["original_xyxy_boxes"].shape == (1, 2, 4)
@@ -126,7 +125,7 @@ def test_upn_stand_in_answers_by_pixels_in_upn_format_sorted_by_score(tmp_path):
 def test_read_proposals_gives_float32_xyxy_from_the_xywh_file(tmp_path):
     path = tmp_path / "boxes.json"
     path.write_text(json.dumps([{"image_id": 3, "bbox": [-1.5, 2.25, 10.5, 4.0], "score": 0.5}]))
-    boxes, scores = fsod_vfm_parity.read_proposals(str(path))[3]
+    boxes, scores = fsod_vfm_theirs.read_proposals(str(path))[3]
     assert boxes.dtype == np.float32 and boxes.tolist() == [[-1.5, 2.25, 9.0, 6.25]]
     assert scores.tolist() == [0.5]
 
@@ -144,12 +143,12 @@ def test_their_filter_loads_with_stand_ins_for_the_model_imports(tmp_path, monke
             def filter(self, result, min_score, nms_value=0.8):
                 return ("filtered", min_score, Config, T)
     '''))
-    for name in fsod_vfm_parity.stand_in_modules():
+    for name in fsod_vfm_theirs.stand_in_modules():
         monkeypatch.delitem(sys.modules, name, raising=False)
-    package, their_filter = fsod_vfm_parity.load_their_filter(str(tmp_path))
+    package, their_filter = fsod_vfm_theirs.load_their_filter(str(tmp_path))
     assert their_filter(None, {}, 0.01)[:2] == ("filtered", 0.01)
     assert sys.modules["chatrex.upn"] is package
     with pytest.raises(RuntimeError, match="replaced by a boxes file"):
         package.build_architecture({})
-    for name in fsod_vfm_parity.stand_in_modules():
+    for name in fsod_vfm_theirs.stand_in_modules():
         monkeypatch.delitem(sys.modules, name, raising=False)
