@@ -13,6 +13,8 @@ together by ``refseg_d2.engine.run_sweep`` against one run alone through the sam
 filling, proposals, matching, evaluation) on the first N test images; it reports the ratio, and
 the ratio from the sweep's own phases (unmoved by load changes between the two measurements).
 ``--target-sizes 640x480 1920x1080`` also times inference on synthetic targets of those sizes.
+``--predictions FILE`` also writes the timed images' predictions (COCO results with RLE masks,
+dataset category ids), e.g. to compare them with another implementation's.
 
 What is measured: target images are read and squashed in loader workers
 (``DATALOADER.NUM_WORKERS``, the test loader of train_net); "image_loading" is the time spent
@@ -57,6 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--target-sizes", nargs="*", default=[], metavar="WxH",
                    help="also time inference on synthetic targets of these sizes, e.g. 640x480")
     p.add_argument("--size-images", type=int, default=1, help="images per target size")
+    p.add_argument("--predictions", metavar="FILE",
+                   help="also write the timed images' predictions (COCO results JSON)")
     args = p.parse_args(argv)
     args.target_sizes = [parse_size(v) for v in args.target_sizes]
     return args
@@ -83,20 +87,55 @@ def benchmark_cfg(args):
     return cfg
 
 
-def time_inference(cfg, model, num_images, warmup, dataset=None):
+def _latest(loader, held):
+    """The batches of ``loader``, each held as ``held[0]`` while it is being used."""
+    for batch in loader:
+        held[:] = [batch]
+        yield batch
+
+
+def time_inference(cfg, model, num_images, warmup, dataset=None, kept=None):
     """
     Run the model on the first images of ``dataset`` (default DATASETS.TEST[0]) through the
-    trainer's test loader (workers decode and squash images); per-stage seconds per image.
+    trainer's test loader (workers decode and squash images); per-stage seconds per image, and
+    the seconds of the model calls ("model_s", the stages and what lies between them).
+    ``kept`` (a list): (image_id, Instances) of each timed image are appended to it.
     """
     name = first_images(dataset or cfg.DATASETS.TEST[0], warmup + num_images)
-    loader = RefSegTrainer.build_test_loader(cfg, name)
-    timed = time_batches(model, loader, warmup, cfg.MODEL.DEVICE)
+    loader, keep = RefSegTrainer.build_test_loader(cfg, name), None
+    if kept is not None:
+        held = []
+        loader = _latest(loader, held)
+
+        def keep_timed(outputs):
+            kept.extend((d["image_id"], o["instances"]) for d, o in zip(held[0], outputs))
+
+        keep = keep_timed
+    timed = time_batches(model, loader, warmup, cfg.MODEL.DEVICE, keep=keep)
     wall = timed["wall_s"]
     stages = OrderedDict([("image_loading", timed["load_s"] / max(model.timer.num_images, 1))])
     stages.update(model.timer.per_image())
-    return {"images": model.timer.num_images, "wall_s": wall,
+    return {"images": model.timer.num_images, "wall_s": wall, "model_s": timed["model_s"],
             "images_per_s": model.timer.num_images / wall if wall > 0 else 0.0,
             "per_image_s": stages}
+
+
+def write_predictions(path, dataset, kept):
+    """COCO results (RLE masks, the dataset's category ids) of ``kept`` (image_id, Instances)
+    pairs, written to ``path``; returns the path."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+
+    to_contiguous = MetadataCatalog.get(dataset).get("thing_dataset_id_to_contiguous_id", None)
+    to_id = {v: k for k, v in (to_contiguous or {}).items()}
+    results = []
+    for image_id, instances in kept:
+        for r in instances_to_coco_json(instances.to("cpu"), image_id):
+            r["category_id"] = to_id.get(r["category_id"], r["category_id"])
+            results.append(r)
+    with open(path, "w") as f:
+        json.dump(results, f)
+    return path
 
 
 def time_target_sizes(cfg, model, args):
@@ -164,9 +203,13 @@ def main(argv=None):
     with PeakMemory(device) as peak:
         memory = fill_memory(cfg, model)
     peaks["memory_fill"] = peak.result
+    kept = [] if args.predictions else None
     with PeakMemory(device) as peak:
-        inference = time_inference(cfg, model, args.num_images, args.warmup)
+        inference = time_inference(cfg, model, args.num_images, args.warmup, kept=kept)
     peaks["inference"] = peak.result
+    if args.predictions:
+        print("predictions: {}".format(write_predictions(args.predictions, cfg.DATASETS.TEST[0],
+                                                         kept)))
     report = {
         "config": args.config_file,
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
