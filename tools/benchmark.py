@@ -214,6 +214,7 @@ def main(argv=None):
         "config": args.config_file,
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "model_build_s": build_s,
         "memory_fill_s": memory["seconds"],
         "memory_references": memory["references"],
