@@ -39,6 +39,7 @@ DRY = {
     "tools/train_net.py --config-file configs/fsod_vfm/": "needs the benchmark data or the "
                                                           "official weights, and a boxes file",
     "tools/fsod_vfm_parity.py": "needs FSOD-VFM's repository",
+    "tools/ntt_side_by_side.py": "needs the authors' NTT repository",
 }
 NOT_RUN = {"make": "CI runs the Makefile targets", "tools/download_checkpoints.sh": "downloads",
            "pip": "installs packages",
