@@ -34,9 +34,9 @@ changed). Their code runs unmodified from their checkout; only what cannot run h
   ``device="cpu"``;
 - DINOv2 ViT-S/14: their ``encoder_predefined_cfgs`` has ``dinov2_large`` only; the entry
   ``dinov2_small`` is theirs with ``model_size="vit_small"`` and ``feat_dim=384``;
-- ``testing_point_bs``: their 256 unless it does not divide the number of prompts (a grid under
-  16 x 16); then the largest divisor of both, since their loop drops the remainder (refseg_d2
-  decodes every prompt);
+- ``testing_point_bs``: their 256 unless it does not divide the number of prompts (e.g. a grid
+  under 16 x 16); then the largest divisor of both, since their loop drops the remainder
+  (refseg_d2 decodes every prompt);
 - ``data_load_cfgs.workers``: 0 (the template's 4 would decode images on the same cores during
   the timed forward; refseg_d2 runs with ``DATALOADER.NUM_WORKERS 0`` too);
 - measurement only: a forward pre-hook and hook on their ``seg_model`` time each forward; the
