@@ -86,6 +86,28 @@ def test_iou_head_runs_in_fp32_under_autocast(sam_and_features):
         assert torch.allclose(head, sam.sam_mask_decoder.iou_prediction_head(hs), atol=1e-6)
 
 
+@pytest.mark.parametrize("decoder", ["official", "shared"])
+def test_mixed_precision_decides_the_proposals_in_fp32(sam_and_features, decoder):
+    """ACCEL.AMP (prompter.autocast()): the predicted IoUs, hence the kept prompts and the best-of-3
+    choices, are the fp32 ones; only the mask upscaling runs in bf16. A plain bf16 autocast
+    (MEMORY.SAM2_AMP, FSOD-VFM's reference masks) moves the IoUs."""
+    sam, embedding, high_res = sam_and_features
+    with torch.no_grad():
+        want_logits, want_ious = SAM2Prompter(sam, 6, 12, 0.3, decoder).decode_point_grid(
+            embedding, high_res)
+        prompter = SAM2Prompter(sam, 6, 12, 0.3, decoder, amp_dtype=torch.bfloat16)
+        with prompter.autocast():
+            logits, ious = prompter.decode_point_grid(embedding, high_res)
+        with prompter.autocast(torch.bfloat16):
+            _, plain_ious = prompter.decode_point_grid(embedding, high_res)
+    assert 0 < len(want_ious) < 36 and ious.shape == want_ious.shape
+    assert (ious - want_ious).abs().max() <= TOL
+    assert logits.dtype == torch.bfloat16
+    assert 0 < (logits.float() - want_logits).abs().max() < 0.1
+    assert ((logits > 0) == (want_logits > 0)).float().mean() > 0.99
+    assert plain_ious.shape != want_ious.shape or (plain_ious - want_ious).abs().max() > 10 * TOL
+
+
 def test_unknown_decoder_is_refused_naming_the_key(sam_and_features):
     with pytest.raises(ValueError, match="MODEL.REFSEG.SAM2.DECODER"):
         SAM2Prompter(sam_and_features[0], 2, 4, 0.0, "fast")

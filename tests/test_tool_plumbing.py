@@ -57,10 +57,10 @@ def test_time_batches_times_the_images_after_the_warmup(warmup, timed):
     from refseg_d2.utils.timing import time_batches
 
     model = _Counted()
-    out = time_batches(model, [[i] for i in range(5)], warmup, keep=lambda o: o[0]["n"])
+    out = time_batches(model, [[i] for i in range(5)], warmup, keep=lambda i, o: (i[0], o[0]["n"]))
     assert model.calls == [1] * 5
     assert out["images"] == timed == model.timer.num_images
-    assert out["kept"] == list(range(5 - timed, 5))
+    assert out["kept"] == [(i, i) for i in range(5 - timed, 5)]
     assert out["wall_s"] >= out["model_s"] >= 0.0 and out["load_s"] >= 0.0
 
 

@@ -87,13 +87,6 @@ def benchmark_cfg(args):
     return cfg
 
 
-def _latest(loader, held):
-    """The batches of ``loader``, each held as ``held[0]`` while it is being used."""
-    for batch in loader:
-        held[:] = [batch]
-        yield batch
-
-
 def time_inference(cfg, model, num_images, warmup, dataset=None, kept=None):
     """
     Run the model on the first images of ``dataset`` (default DATASETS.TEST[0]) through the
@@ -102,16 +95,13 @@ def time_inference(cfg, model, num_images, warmup, dataset=None, kept=None):
     ``kept`` (a list): (image_id, Instances) of each timed image are appended to it.
     """
     name = first_images(dataset or cfg.DATASETS.TEST[0], warmup + num_images)
-    loader, keep = RefSegTrainer.build_test_loader(cfg, name), None
-    if kept is not None:
-        held = []
-        loader = _latest(loader, held)
+    loader = RefSegTrainer.build_test_loader(cfg, name)
 
-        def keep_timed(outputs):
-            kept.extend((d["image_id"], o["instances"]) for d, o in zip(held[0], outputs))
+    def keep(inputs, outputs):
+        kept.extend((d["image_id"], o["instances"]) for d, o in zip(inputs, outputs))
 
-        keep = keep_timed
-    timed = time_batches(model, loader, warmup, cfg.MODEL.DEVICE, keep=keep)
+    timed = time_batches(model, loader, warmup, cfg.MODEL.DEVICE,
+                         keep=None if kept is None else keep)
     wall = timed["wall_s"]
     stages = OrderedDict([("image_loading", timed["load_s"] / max(model.timer.num_images, 1))])
     stages.update(model.timer.per_image())

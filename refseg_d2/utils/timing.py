@@ -60,8 +60,8 @@ def time_batches(model, loader, warmup=0, device=None, keep=None):
     is synchronised before every clock read.
 
     Args:
-        keep (callable or None): ``keep(outputs)`` of a timed batch, within its timed call
-            (e.g. moving the predictions to the CPU); its results are returned in order.
+        keep (callable or None): ``keep(inputs, outputs)`` of a timed batch, within its timed
+            call (e.g. moving the predictions to the CPU); its results are returned in order.
     Returns:
         dict: "images" (timed), "load_s" (waiting for the loader), "model_s" (model calls and
         ``keep``), "wall_s" (from the end of the warmup to the end), "kept" (list).
@@ -83,7 +83,7 @@ def time_batches(model, loader, warmup=0, device=None, keep=None):
             outputs = model(inputs)
             if start is not None:
                 if keep is not None:
-                    out["kept"].append(keep(outputs))
+                    out["kept"].append(keep(inputs, outputs))
                 out["load_s"] += t1 - t0
                 out["model_s"] += clock(device) - t1
                 out["images"] += len(inputs)

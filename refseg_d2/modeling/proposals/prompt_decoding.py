@@ -81,6 +81,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ..precision import run_sensitive
+
 # Per-prompt image tokens held at once (bounds memory: 2^17 tokens x 256 channels x 4 bytes =
 # 128 MiB per tensor in fp32, e.g. 32 prompts at SAM 2's 64 x 64 embedding of a 1024 input).
 IMAGE_TOKENS_PER_CHUNK = 1 << 17
@@ -552,7 +554,7 @@ class SharedPromptDecoder:
             b = tokens.shape[0]
             if self.static_shapes and b < chunk:
                 tokens = torch.cat([tokens, tokens[-1:].expand(chunk - b, -1, -1)])
-            hs, keys = self.transformer_stage(tokens, ctx["layers"], ctx["final"])
+            hs, keys = run_sensitive(self.transformer_stage, tokens, ctx["layers"], ctx["final"])
             hs, keys = hs[:b], tuple(part[:b] for part in keys)
             s = 1 if self.decoder.pred_obj_scores else 0
             logits, ious, index = pick(ctx, hs[:, s + 1 : s + 1 + self.decoder.num_mask_tokens],

@@ -23,8 +23,11 @@ Two decoders give the same proposals (``MODEL.REFSEG.SAM2.DECODER``): "official"
 ``MaskDecoder.forward`` on every batch of prompts (the reference's computation); "shared"
 (``prompt_decoding.SharedPromptDecoder``) runs the same modules but computes the image-side
 work once per image and upscales only kept masks (equal up to float rounding, tested).
-Under autocast the IoU head runs in fp32 in both, since it ranks and thresholds.
+Under autocast the IoU head runs in fp32 in both, since it ranks and thresholds; under
+ACCEL.AMP's mixed precision (:meth:`SAM2Prompter.autocast`) so do the prompt encoder, the
+decoder's image-side projections and its two-way transformer (``..precision``).
 """
+import functools
 import importlib.metadata
 import logging
 
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 from ...config import declare_choices
 from ..encoders import IMAGENET_MEAN, IMAGENET_STD
 from ..ops import point_grid, select_best_multimask
-from ..precision import precision
+from ..precision import precision, run_sensitive
 from ..weights import load_state_dict_file, load_weights_strict, random_init_rng
 from .prompt_decoding import SharedPromptDecoder
 
@@ -149,7 +152,7 @@ class SAM2Prompter(nn.Module):
         self.amp_dtype = amp_dtype
         self.tf32 = tf32
         self.shared = SharedPromptDecoder(sam_model.sam_mask_decoder, points_per_batch)
-        _run_iou_head_in_fp32(sam_model.sam_mask_decoder)
+        _set_decoder_precision(sam_model)
         self.sam = sam_model
         self.input_size = int(sam_model.image_size)
         self.points_per_side = points_per_side
@@ -161,10 +164,12 @@ class SAM2Prompter(nn.Module):
 
     def autocast(self, dtype=None):
         """
-        The precision context of the SAM 2 forwards (ACCEL.AMP, ACCEL.TF32; a no-op in fp32);
-        ``dtype`` replaces the ACCEL.AMP dtype (MEMORY.SAM2_AMP for reference masks).
+        The precision context of the SAM 2 forwards (ACCEL.AMP, ACCEL.TF32; a no-op in fp32):
+        ACCEL.AMP's mixed precision, or with ``dtype`` (MEMORY.SAM2_AMP for reference masks) a
+        plain autocast to it.
         """
-        return precision(self.pixel_mean.device.type, dtype or self.amp_dtype, self.tf32)
+        return precision(self.pixel_mean.device.type, dtype or self.amp_dtype, self.tf32,
+                         keep_sensitive=dtype is None)
 
     @property
     def upsample_antialias(self):
@@ -205,6 +210,9 @@ class SAM2Prompter(nn.Module):
         return boxes * torch.tensor([side / width, side / height] * 2, device=boxes.device)
 
     def _shared_context(self, embedding, high_res):
+        return run_sensitive(self._prepare_shared, embedding, high_res)
+
+    def _prepare_shared(self, embedding, high_res):
         pe = self.sam.sam_prompt_encoder.get_dense_pe()
         _, dense = self.sam.sam_prompt_encoder(points=None, boxes=None, masks=None)
         return self.shared.prepare(embedding, pe, dense, high_res)
@@ -289,12 +297,15 @@ class SAM2Prompter(nn.Module):
         return logits[:, 0]
 
 
-def _run_iou_head_in_fp32(mask_decoder):
+def _set_decoder_precision(sam_model):
     """
-    Make the decoder's IoU head run in fp32 with autocast off (it ranks and thresholds the
-    proposals). Identity in fp32; idempotent.
+    Make the mask decoder's IoU head run in fp32 with autocast off under any autocast (it ranks
+    and thresholds the proposals), and the prompt encoder (with its dense positional encoding)
+    and the decoder's two-way transformer through :func:`..precision.run_sensitive` (fp32
+    under ACCEL.AMP's mixed precision). Identity in fp32; idempotent.
     """
-    head = mask_decoder.iou_prediction_head
+    decoder = sam_model.sam_mask_decoder
+    head = decoder.iou_prediction_head
     if getattr(head, "_refseg_fp32", False):
         return
     forward = head.forward
@@ -305,3 +316,7 @@ def _run_iou_head_in_fp32(mask_decoder):
 
     head.forward = fp32_forward
     head._refseg_fp32 = True
+    encoder = sam_model.sam_prompt_encoder
+    encoder.get_dense_pe = functools.partial(run_sensitive, encoder.get_dense_pe)
+    for module in (encoder, decoder.transformer):
+        module.forward = functools.partial(run_sensitive, module.forward)
