@@ -68,3 +68,17 @@ def test_match_share_counts_one_for_one_matches():
     # second prediction: same mask, score off by 2e-3 -> unmatched; an extra prediction counts
     got = inst([0, 1, 2], [0.9, 0.802, 0.1], [full, half, full])
     assert gpu_check.match_share([ref], [got]) == 1 / 3
+
+
+def test_precision_steps_attributes_iou_changes_to_the_decoder_not_the_upscaling(tmp_path):
+    import precision_steps
+
+    result = precision_steps.main(["--output", str(tmp_path), "--points-per-side", "4",
+                                   "--images", "1", "--input-size", "256"])
+    assert list(result) == list(precision_steps.STEPS) + ["all of them"]
+    upscaling, transformer = result["mask upscaling"], result["two-way transformer"]
+    assert upscaling["kept"] > 0
+    # the upscaling comes after the IoU head: it cannot move an IoU or a choice
+    assert upscaling["max_iou_change"] == 0 and upscaling["threshold_flips"] == 0
+    assert upscaling["best_of_3_flips"] == 0 and upscaling["min_mask_iou"] > 0.9
+    assert transformer["max_iou_change"] > 0

@@ -40,6 +40,8 @@ DRY = {
                                                           "official weights, and a boxes file",
     "tools/fsod_vfm_parity.py": "needs FSOD-VFM's repository",
     "tools/ntt_side_by_side.py": "needs the authors' NTT repository",
+    "tools/gpu_check.py --output output/precision_cpu": "the CPU precision table (~10 min)",
+    "tools/precision_steps.py": "SAM 2 at 1024 px, six decodings per target (~1 min)",
 }
 NOT_RUN = {"make": "CI runs the Makefile targets", "tools/download_checkpoints.sh": "downloads",
            "pip": "installs packages",
