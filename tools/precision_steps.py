@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tabulate import tabulate
 
-from refseg_d2.modeling.precision import AMP_DTYPES
+from refseg_d2.modeling.precision import AMP_DTYPES, to_fp32
 from refseg_d2.modeling.proposals.sam2_prompter import SAM2Prompter, build_sam2_model
 from refseg_d2.testing.random_weights import write_random_checkpoints
 from refseg_d2.testing.synthetic import make_split
@@ -47,16 +47,6 @@ def _autocast(dtype, on):
     return torch.autocast("cpu", dtype=dtype, enabled=on)
 
 
-def _fp32(value):
-    if isinstance(value, torch.Tensor):
-        return value.float() if value.is_floating_point() else value
-    if isinstance(value, dict):
-        return {k: _fp32(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_fp32(v) for v in value)
-    return value
-
-
 def decode(prompter, image, dtype, low):
     """
     Every prompt of the grid decoded with the steps in ``low`` under autocast to ``dtype``.
@@ -68,7 +58,7 @@ def decode(prompter, image, dtype, low):
     def stage(fn, step):
         def run(*args):
             with _autocast(dtype, step in low):
-                return _fp32(fn(*(args if step in low else _fp32(args))))
+                return to_fp32(fn(*(args if step in low else to_fp32(args))))
         return run
 
     with torch.no_grad():

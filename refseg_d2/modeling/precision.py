@@ -66,18 +66,19 @@ def run_sensitive(fn, *args, **kwargs):
     if device_type is None:
         return fn(*args, **kwargs)
     with torch.autocast(device_type, enabled=False):
-        return fn(*_to_fp32(args), **_to_fp32(kwargs))
+        return fn(*to_fp32(args), **to_fp32(kwargs))
 
 
-def _to_fp32(value):
+def to_fp32(value):
+    """``value`` with its floating-point tensors (also inside lists, tuples and dicts) in fp32."""
     if isinstance(value, torch.Tensor):
         return value.float() if value.is_floating_point() else value
     if isinstance(value, dict):
-        return {k: _to_fp32(v) for k, v in value.items()}
+        return {k: to_fp32(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_fp32(v) for v in value]
+        return [to_fp32(v) for v in value]
     if isinstance(value, tuple):
-        items = [_to_fp32(v) for v in value]
+        items = [to_fp32(v) for v in value]
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     return value
 
