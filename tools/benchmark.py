@@ -42,6 +42,7 @@ from refseg_d2.engine.defaults import refseg_tool_parser, tool_setup
 from refseg_d2.reporting.speed import format_benchmark
 from refseg_d2.testing import make_demo_dataset
 from refseg_d2.testing.synthetic import make_split
+from refseg_d2.utils.files import atomic_write
 from refseg_d2.utils.peak_memory import PeakMemory
 from refseg_d2.utils.timing import clock, time_batches
 
@@ -123,8 +124,7 @@ def write_predictions(path, dataset, kept):
         for r in instances_to_coco_json(instances.to("cpu"), image_id):
             r["category_id"] = to_id.get(r["category_id"], r["category_id"])
             results.append(r)
-    with open(path, "w") as f:
-        json.dump(results, f)
+    atomic_write(path, lambda f: json.dump(results, f), mode="w", what="the predictions")
     return path
 
 
