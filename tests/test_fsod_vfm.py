@@ -276,6 +276,22 @@ def test_train_net_detector_source_with_a_random_model_zoo_faster_rcnn(sam21_wei
     assert "proposal detector" in log and "RANDOMLY INITIALISED" in log
 
 
+def test_a_random_proposal_detector_is_the_same_in_every_build():
+    """RANDOM_INIT builds the detector under a fixed seed: two builds give the same boxes."""
+    from refseg_d2.modeling.proposals.detector import BoxDetector
+
+    image = torch.randint(0, 256, (3, 40, 56), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    first = BoxDetector("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", "", "proposals",
+                        random_init=True)({"image": image}, (40, 56))
+    torch.manual_seed(2)
+    second = BoxDetector("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", "", "proposals",
+                         random_init=True)({"image": image}, (40, 56))
+    assert len(first[0]) > 0
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
 @pytest.mark.parametrize("masks", ["pooling", "full"])
 def test_graph_diffusion_replaces_soft_merging_in_the_point_pipeline(random_weights, synthetic,
                                                                       tmp_path, masks):

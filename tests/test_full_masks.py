@@ -185,3 +185,20 @@ def test_train_net_predictions_do_not_depend_on_the_full_mask_pixel_budget(
         results[budget] = predictions(out)
     assert len(results[1]) > 0
     assert results[1] == results[1 << 28]
+
+
+@pytest.mark.parametrize("dedup_masks,mode", [("pooling", "dense"), ("full", "dense"),
+                                              ("full", "streamed")])
+@pytest.mark.parametrize("case", ["no proposals", "every score negative"])
+def test_matcher_gives_empty_instances_when_nothing_is_kept(case, dedup_masks, mode):
+    """A detector with no box, or every proposal dropped as negative: zero detections."""
+    proposals = _proposals(n=0 if case == "no proposals" else 6)
+    proposals.pooled_masks = torch.zeros(len(proposals), 0, dtype=torch.bool)
+    prototypes = F.normalize(torch.tensor([[-1.0] + [0.0] * 7]), dim=1)    # every score < 0
+    matcher = ProposalMatcher(StageTimer(), nms_thresh=0.5, max_detections=25,
+                              dedup_masks=dedup_masks, full_mask_mode=mode,
+                              negative_scores="drop")
+    out = matcher(proposals, prototypes, 30, 40)
+    assert len(out) == 0 and out.image_size == (30, 40)
+    assert out.pred_masks.shape == (0, 30, 40) and out.pred_boxes.tensor.shape == (0, 4)
+    assert out.scores.shape == (0,) and out.pred_classes.shape == (0,)

@@ -176,14 +176,14 @@ def _pairwise_intersections(masks, pixel_chunk=1 << 22):
 def dense_self_overlaps(masks):
     """
     The intra-class overlap function of :func:`semantic_soft_merge_overlaps` for masks held at
-    full size.
+    full size (or on the pooling grid).
 
     Args:
-        masks: (n, H, W) bool.
+        masks: (n, H, W) or (n, L) bool, n >= 0.
     Returns:
         a function idx (k,) int64 -> (k, k) float64 with [a, b] = |M_a ∩ M_b| / max(|M_a|, 1).
     """
-    flat = masks.reshape(masks.shape[0], -1)
+    flat = masks.flatten(1)
     areas = flat.sum(dim=1).to(torch.float64)
 
     def ios(idx):

@@ -16,6 +16,8 @@ from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Instances
 
+from ..weights import random_init_rng
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,13 +51,15 @@ class BoxDetector:
             config (str): config file or model-zoo name; weights (str): its checkpoint.
             output (str): "detections" (final boxes and scores) or "proposals" (RPN boxes,
                 sigmoid of the objectness).
-            random_init (bool): allow empty ``weights`` (MODEL.REFSEG.RANDOM_INIT).
+            random_init (bool): allow empty ``weights`` (MODEL.REFSEG.RANDOM_INIT); the model
+                is always built under seed 0, so a random one is the same in every run.
         """
         if output not in ("detections", "proposals"):
             raise ValueError("MODEL.REFSEG.PROPOSALS.DETECTOR.OUTPUT must be 'detections' or "
                              "'proposals', got {!r}".format(output))
         cfg = detector_config(config, device)
-        self.model = build_model(cfg).eval()
+        with random_init_rng(0):
+            self.model = build_model(cfg).eval()
         if weights:
             DetectionCheckpointer(self.model).load(weights)
         elif random_init:
