@@ -262,6 +262,22 @@ def test_train_net_names_the_image_missing_from_the_boxes_file(sam21_weights, sy
     assert "Per-stage time" not in log and "Filling the memory" not in log
 
 
+def test_train_net_gives_no_detection_for_an_image_whose_boxes_are_all_below_min_score(
+        sam21_weights, synthetic, tmp_path):
+    boxes = _write_boxes(synthetic["targets"][0], tmp_path / "boxes.json")
+    low = boxes[0]["image_id"]
+    for b in boxes:
+        if b["image_id"] == low:
+            b["score"] = 0.001
+    with open(tmp_path / "boxes.json", "w") as f:
+        json.dump(boxes, f)
+    code, log = _run(FSOD_TINY, sam21_weights, synthetic, tmp_path / "out",
+                     "MODEL.REFSEG.PROPOSALS.BOXES_FILE", str(tmp_path / "boxes.json"))
+    assert code == 0, log[-4000:]
+    found = {p["image_id"] for p in _predictions(tmp_path / "out")}
+    assert low not in found and found
+
+
 def test_train_net_detector_source_with_a_random_model_zoo_faster_rcnn(sam21_weights, synthetic,
                                                                        tmp_path):
     code, log = _run(FSOD_TINY, sam21_weights, synthetic, tmp_path / "out",
