@@ -36,6 +36,7 @@ def test_base_config_holds_the_paper_settings():
     assert (r.NMS_THRESH, r.MAX_DETECTIONS, r.NMS_KEEP_FACTOR) == (0.5, 100, 8)
     assert not r.RANDOM_INIT and r.ACCEL.AMP == "" and r.ACCEL.COMPILE == ""
     assert (r.SAM2.DECODER, r.EVAL.COCO_IMPL) == ("shared", "faster_coco_eval")
+    assert r.ENCODER.ATTENTION == "sdpa"
 
 
 def test_importing_the_package_registers_the_meta_architecture():
@@ -103,6 +104,7 @@ def test_old_keys_load_with_a_warning_naming_their_replacement(tmp_path, caplog)
 
 @pytest.mark.parametrize("key,value,allowed", [
     ("SAM2.DECODER", "fast", "one of 'shared', 'official'"),
+    ("ENCODER.ATTENTION", "flash", "one of 'sdpa', 'official'"),
     ("ACCEL.AMP", "fp8", "one of '', 'bf16', 'fp16'"),
     ("ACCEL.COMPILE", "tvm", "one of '', 'inductor', 'eager', 'aot_eager'"),
     ("MEMORY.BOX_MASK_SOURCE", "polygon", "one of 'sam2', 'box'"),

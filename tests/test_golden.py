@@ -81,11 +81,12 @@ SETTINGS = {
     "defaults": [],
     "nms_keeps_all": KEEP_ALL,
     "nms_keeps_all_dense": KEEP_ALL,
+    "official_attention": ["MODEL.REFSEG.ENCODER.ATTENTION", "official"],
 }
 # name -> full_mask_mode forced on the model's matcher (not a config key).
 FULL_MASK_MODE = {"nms_keeps_all_dense": "dense"}
 # A setting checked against another's golden numbers (the same predictions, another path).
-GOLDEN_OF = {"nms_keeps_all_dense": "nms_keeps_all"}
+GOLDEN_OF = {"nms_keeps_all_dense": "nms_keeps_all", "official_attention": "defaults"}
 
 
 def _memory_digest(features):

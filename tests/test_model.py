@@ -223,3 +223,32 @@ def test_each_model_owns_its_precision_and_building_leaves_tf32_flags_alone(
         features = model.encoder(torch.rand(1, 3, 112, 112))
     handle.remove()
     assert dtypes == [torch.bfloat16] and features.shape == (1, 384, 8, 8)   # autocast inside
+
+
+@pytest.mark.parametrize("attention,fused_calls", [("sdpa", 12), ("official", 0)])
+def test_encoder_attention_key_picks_the_kernel_and_keeps_the_features(random_weights,
+                                                                       attention, fused_calls,
+                                                                       monkeypatch):
+    """ENCODER.ATTENTION through the model build: the fused kernel once per ViT-S block, or
+    DINOv2's own forward; the features agree to float rounding."""
+    calls = []
+    fused = torch.nn.functional.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return fused(*args, **kwargs)
+
+    images = torch.rand(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    features = {}
+    for name in ("official", attention):
+        cfg = tiny_cfg(random_weights, opts=["MODEL.REFSEG.ENCODER.ATTENTION", name])
+        encoder = RefSegTrainer.build_model(cfg).encoder
+        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+        calls.clear()
+        with torch.no_grad():
+            features[name] = encoder(images)
+        monkeypatch.undo()
+    assert len(calls) == fused_calls
+    assert all(shape == (2, 6, 65, 64) for shape in calls)      # 8 x 8 patches + CLS, 6 heads
+    assert features[attention].shape == (2, 384, 8, 8)
+    torch.testing.assert_close(features[attention], features["official"], rtol=1e-5, atol=1e-5)

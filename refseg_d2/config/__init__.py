@@ -69,6 +69,9 @@ def add_refseg_config(cfg):
     _C.MODEL.REFSEG.ENCODER.INPUT_SIZE = 518
     # Features after DINOv2's final LayerNorm (NTT) or before it (False: FSOD-VFM).
     _C.MODEL.REFSEG.ENCODER.FINAL_NORM = True
+    # Attention kernel of the DINOv2 blocks: "sdpa" (fused, the default) or "official" (DINOv2's
+    # own forward, for audits); the same features up to float rounding.
+    _C.MODEL.REFSEG.ENCODER.ATTENTION = "sdpa"
 
     # The class-agnostic proposal model (frozen SAM 2).
     _C.MODEL.REFSEG.SAM2 = CN()
