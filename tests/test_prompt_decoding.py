@@ -164,3 +164,18 @@ def test_layer_norm_of_low_rank_tokens_equals_the_direct_layer_norm():
         stages = stages * ln.weight
         factored = y.a[..., None] * stages + torch.bmm(y.f.transpose(1, 2), y.e)
         assert (factored - direct).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("rank", [1, 2, 5, 130])
+def test_quadratic_form_from_the_upper_block_triangle_equals_f_g_f(rank):
+    from refseg_d2.modeling.proposals.prompt_decoding import quadratic_form
+
+    g = torch.Generator().manual_seed(rank)
+    e = torch.randn(3, rank, 7, generator=g, dtype=torch.float64)
+    f = torch.randn(3, rank, 11, generator=g, dtype=torch.float64)
+    gram = e @ e.transpose(1, 2)
+    want = torch.einsum("brn,brs,bsn->bn", f, gram, f)
+    torch.testing.assert_close(quadratic_form(gram, f), want, rtol=1e-12, atol=1e-10)
+    # hand-computed: G = [[2, 1], [1, 3]], f = (1, 2): 2 + 2 * 1 * 2 + 3 * 4 = 18
+    two = torch.tensor([[[2.0, 1.0], [1.0, 3.0]]], dtype=torch.float64)
+    assert quadratic_form(two, torch.tensor([[[1.0], [2.0]]], dtype=torch.float64)).item() == 18.0

@@ -65,9 +65,9 @@ What is exact algebra here, and what is shared:
    it is local to a token).
 
 Multiply-accumulates per prompt at N = 64 x 64 (Hiera-T decoder, T = 8, H T = 64):
-transformer ~0.30 G (layer 0 ~0.03 G, layer 1 ~0.16 G of which the second LayerNorm's
-quadratic form 0.07 G, final attention ~0.09 G, token-only products ~0.03 G); upscaling of a
-kept prompt ~0.28 G (low-rank part of the first transposed convolution 0.14 G, second one
+transformer ~0.28 G (layer 0 ~0.03 G, layer 1 ~0.14 G of which the second LayerNorm's
+quadratic form 0.05 G, from the upper block triangle of its gram matrix; final attention
+~0.09 G, token-only products ~0.03 G); upscaling of a kept prompt ~0.28 G (low-rank part of the first transposed convolution 0.14 G, second one
 0.13 G). Once per image ~2 G. (The official decoder: ~1.3 G per prompt in the transformer
 and ~0.4 G of upscaling for each of its four masks.) Rounding differs from the official
 decoder (sums in another order); ties in predicted IoU are broken as ``argmax`` does (first
@@ -197,6 +197,23 @@ def norm_statistics(shared, bases, heads):
             "cross": cross}
 
 
+def quadratic_form(gram, f):
+    """
+    f_n^T G f_n for every column n of f, from the upper block triangle of the symmetric G
+    (rows split in halves A, B): f_A^T (G_AA f_A + 2 G_AB f_B) + f_B^T G_BB f_B, 3/4 of the
+    products of G f.
+
+    Args:
+        gram: (B, r, r) symmetric; f: (B, r, N).
+    Returns:
+        (B, N).
+    """
+    h = gram.shape[1] // 2
+    upper = torch.cat([gram[:, :h, :h], 2 * gram[:, :h, h:]], dim=2)
+    quad = (torch.bmm(upper, f) * f[:, :h]).sum(1)
+    return quad + (torch.bmm(gram[:, h:, h:], f[:, h:]) * f[:, h:]).sum(1)
+
+
 def norm_lowrank(ln, y, stats):
     """
     LayerNorm of Z = diag(a) S + F^T E without forming Z (section 5). Mean and variance per
@@ -222,8 +239,7 @@ def norm_lowrank(ln, y, stats):
         row_mean = e.float().mean(-1)
         mean = a * stats["mean_s"] + torch.bmm(row_mean[:, None], f.float())[:, 0]
         centred = e.float() - row_mean[..., None]
-        gram = torch.bmm(centred, centred.transpose(1, 2))
-        quad = (torch.bmm(gram, f.float()) * f).sum(1)
+        quad = quadratic_form(torch.bmm(centred, centred.transpose(1, 2)), f.float())
         cross = torch.zeros_like(mean)
         if y.rows:
             index = [i for i, _ in y.rows]
