@@ -67,8 +67,8 @@ What is exact algebra here, and what is shared:
 Multiply-accumulates per prompt at N = 64 x 64 (Hiera-T decoder, T = 8, H T = 64):
 transformer ~0.28 G (layer 0 ~0.03 G, layer 1 ~0.14 G of which the second LayerNorm's
 quadratic form 0.05 G, from the upper block triangle of its gram matrix; final attention
-~0.09 G, token-only products ~0.03 G); upscaling of a kept prompt ~0.28 G (low-rank part of the first transposed convolution 0.14 G, second one
-0.13 G). Once per image ~2 G. (The official decoder: ~1.3 G per prompt in the transformer
+~0.09 G, token-only products ~0.03 G); upscaling of a kept prompt ~0.28 G (low-rank part
+of the first transposed convolution 0.14 G, second one 0.13 G). Once per image ~2 G. (The official decoder: ~1.3 G per prompt in the transformer
 and ~0.4 G of upscaling for each of its four masks.) Rounding differs from the official
 decoder (sums in another order); ties in predicted IoU are broken as ``argmax`` does (first
 max).
