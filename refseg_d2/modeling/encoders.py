@@ -153,7 +153,8 @@ class DinoV2Encoder(nn.Module):
             for block in self.backbone.blocks:
                 block.attn.forward = types.MethodType(fused_attention, block.attn)
         # identifies the weights in saved memories (a memory from other weights is refused)
-        self.fingerprint = float(self.backbone.patch_embed.proj.weight.detach().double().abs().sum())
+        self.fingerprint = float(
+            self.backbone.patch_embed.proj.weight.detach().double().abs().sum())
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)

@@ -68,7 +68,8 @@ Multiply-accumulates per prompt at N = 64 x 64 (Hiera-T decoder, T = 8, H T = 64
 transformer ~0.28 G (layer 0 ~0.03 G, layer 1 ~0.14 G of which the second LayerNorm's
 quadratic form 0.05 G, from the upper block triangle of its gram matrix; final attention
 ~0.09 G, token-only products ~0.03 G); upscaling of a kept prompt ~0.28 G (low-rank part
-of the first transposed convolution 0.14 G, second one 0.13 G). Once per image ~2 G. (The official decoder: ~1.3 G per prompt in the transformer
+of the first transposed convolution 0.14 G, second one 0.13 G). Once per image ~2 G. (The
+official decoder: ~1.3 G per prompt in the transformer
 and ~0.4 G of upscaling for each of its four masks.) Rounding differs from the official
 decoder (sums in another order); ties in predicted IoU are broken as ``argmax`` does (first
 max).
@@ -224,7 +225,8 @@ def norm_lowrank(ln, y, stats):
     In the cross term the rows of a block are E_c = (v_h W_c,h^T + b_c / H) (centred over C),
     so E_c S_c^T = v_h (S_c W_c,h)^T + (S_c b_c)^T / H from the image's S_c [W_c, b_c]
     (N x (D + 1)), and F^T E_c S_c^T = sum over the block's rows of F * (v_h (S_c W_c,h)^T)
-    + c_j S_c b_c (each head's weights sum to one): no (N x C) tensor per prompt. Then LN(Z) = diag(a / std) (S * g) + [F / std; -mean / std; 1]^T
+    + c_j S_c b_c (each head's weights sum to one): no (N x C) tensor per prompt. Then
+    LN(Z) = diag(a / std) (S * g) + [F / std; -mean / std; 1]^T
     [E * g; g; beta]: the shared tokens become S * g (the next entry of the context). The
     buffers of ``y`` are updated in place.
 
@@ -412,7 +414,8 @@ class SharedPromptDecoder:
         Returns:
             dict of per-image tensors: "layers", one dict per layer (layer 0: "k0", "v0",
             "q0" (H, N, d); later layers: "k_sp", "q_sp" (H, 2N, d), "v_s" (H, N, d)) with the
-            statistics of its last LayerNorm (:func:`norm_statistics`); "final" ("k_sp", "v_s") of the final attention; "up1"
+            statistics of its last LayerNorm (:func:`norm_statistics`); "final" ("k_sp", "v_s")
+            of the final attention; "up1"
             (N, 4 C/4) the shared tokens through the first transposed convolution; the
             high-res maps in block layout "feat_s0" (1, N, 4, 4, C/8), "feat_s1" (1, N, 4, C/4);
             "size" (e, e); "mask_size" (4e, 4e).
@@ -439,7 +442,8 @@ class SharedPromptDecoder:
             else:
                 entry = token_to_image(t2i, shared)
                 entry["q_sp"] = torch.cat([_heads(i2t.q_proj.weight, shared, h),
-                                           _heads(i2t.q_proj.weight, pe, h, i2t.q_proj.bias)], dim=1)
+                                           _heads(i2t.q_proj.weight, pe, h, i2t.q_proj.bias)],
+                                          dim=1)
             proj = i2t.out_proj
             bases.append(torch.cat([proj.weight, proj.bias[:, None]], dim=1))
             entry.update(norm_statistics(shared, bases, i2t.num_heads))
@@ -481,7 +485,8 @@ class SharedPromptDecoder:
             queries = layer.norm1(queries)
             q = queries + tokens
             if image is None:
-                out = attend_shared_image(layer.cross_attn_token_to_image, q, shared["k0"], shared["v0"])
+                out = attend_shared_image(layer.cross_attn_token_to_image, q, shared["k0"],
+                                          shared["v0"])
             else:
                 out = attend_tokens_to_lowrank(layer.cross_attn_token_to_image, q, image, shared)
             queries = layer.norm2(queries + out)
