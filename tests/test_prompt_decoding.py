@@ -179,3 +179,29 @@ def test_quadratic_form_from_the_upper_block_triangle_equals_f_g_f(rank):
     # hand-computed: G = [[2, 1], [1, 3]], f = (1, 2): 2 + 2 * 1 * 2 + 3 * 4 = 18
     two = torch.tensor([[[2.0, 1.0], [1.0, 3.0]]], dtype=torch.float64)
     assert quadratic_form(two, torch.tensor([[[1.0], [2.0]]], dtype=torch.float64)).item() == 18.0
+
+
+@pytest.mark.parametrize("interface", ["direct", "image_predictor"])
+def test_image_encoding_skips_the_necks_position_encodings_and_keeps_the_features(
+        sam_and_features, interface):
+    sam = sam_and_features[0]
+    neck = sam.image_encoder.neck
+    real = neck.position_encoding
+    calls = []
+    hook = real.register_forward_hook(lambda *args: calls.append(1))
+    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    prompter = SAM2Prompter(sam, 2, 4, 0.0, interface=interface)
+    with torch.no_grad():
+        embedding, high_res = prompter.encode_image(image)
+        assert calls == [] and neck.position_encoding is real
+        # SAM 2's own route: every level with its position encoding, flattened and reshaped
+        _, feats, _, sizes = sam._prepare_backbone_features(
+            sam.forward_image((image - prompter.pixel_mean) / prompter.pixel_std))
+    hook.remove()
+    assert len(calls) == 4                                        # one per pyramid level
+    if interface == "image_predictor":
+        feats[-1] = feats[-1] + sam.no_mem_embed
+    want = [f.permute(1, 2, 0).reshape(1, -1, *s) for f, s in zip(feats, sizes)]
+    assert torch.equal(embedding, want[-1]) and embedding.shape == (1, 256, 16, 16)
+    assert all(torch.equal(a, b) for a, b in zip(high_res, want[:-1]))
+    assert [tuple(m.shape) for m in high_res] == [(1, 32, 64, 64), (1, 64, 32, 32)]

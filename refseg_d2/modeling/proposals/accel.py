@@ -32,7 +32,6 @@ def compile_models(encoder, prompter, backend="inductor"):
         raise ValueError("MODEL.REFSEG.ACCEL.COMPILE: encoder {} has no backbone.forward_features "
                          "to compile".format(type(encoder).__name__))
     backbone.forward_features = torch.compile(backbone.forward_features, **kwargs)
-    _fill_position_encoding_cache(prompter.sam.image_encoder, prompter.input_size)
     prompter.sam.image_encoder.compile(**kwargs)
     if prompter.decoder == "shared":
         prompter.shared.compile(**kwargs)
@@ -41,14 +40,3 @@ def compile_models(encoder, prompter, backend="inductor"):
     logger.info("torch.compile (backend %s): DINOv2 forward_features, SAM 2 image encoder, %s "
                 "prompt decoder", backend, prompter.decoder)
 
-
-def _fill_position_encoding_cache(image_encoder, input_size):
-    """
-    SAM 2's FPN neck caches its sine position encodings in a dict on first use, which changes
-    what the compiled graph guards on and recompiles it on the second image; fill the cache
-    for the four pyramid levels (strides 4 to 32) before compiling.
-    """
-    pe = image_encoder.neck.position_encoding
-    for stride in (4, 8, 16, 32):
-        side = input_size // stride
-        pe(torch.zeros(1, 1, side, side))

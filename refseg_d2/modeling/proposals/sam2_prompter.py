@@ -3,8 +3,9 @@ Prompting a frozen SAM 2 the way the reference does: the image encoder and FPN, 
 encoder and mask decoder on the raw image embedding, with a point grid (target proposals) or
 boxes (masks of box-only references). SAM 2's ``no_mem_embed`` is NOT added to the embedding
 (the reference skips it), which is why ``SAM2ImagePredictor`` is not used; the model's parts
-are called directly, including the private ``_prepare_backbone_features`` of sam2
-1.1.0 (the only release this is checked against; another version is refused).
+are called directly (sam2 1.1.0, the only release this is checked against; another version is
+refused). The FPN neck's sine position encodings are not computed: nothing here uses them
+(the mask decoder takes the prompt encoder's dense positional encoding).
 
 Shape shorthand: S = SAM 2 input size, e = S / 16 (embedding grid), h = w = S / 4 (mask grid),
 P = number of prompts.
@@ -27,6 +28,7 @@ Under autocast the IoU head runs in fp32 in both, since it ranks and thresholds;
 ACCEL.AMP's mixed precision (:meth:`SAM2Prompter.autocast`) so do the prompt encoder, the
 decoder's image-side projections and its two-way transformer (``..precision``).
 """
+import contextlib
 import functools
 import importlib.metadata
 import logging
@@ -44,8 +46,8 @@ from .prompt_decoding import SharedPromptDecoder
 
 logger = logging.getLogger(__name__)
 
-# The sam2 release whose model internals (``_prepare_backbone_features``, the decoder's call
-# signature) this module calls; install it with ``pip install sam2==1.1.0``.
+# The sam2 release whose model internals (``forward_image``'s outputs, the neck's
+# ``position_encoding``, the decoder's call signature) this module calls; install it with ``pip install sam2==1.1.0``.
 SAM2_VERSION = "1.1.0"
 
 DECODERS = declare_choices("SAM2.DECODER", ("shared", "official"))
@@ -226,11 +228,11 @@ class SAM2Prompter(nn.Module):
             [(1, 32, 4e, 4e), (1, 64, 2e, 2e)] (after the decoder's conv_s0 / conv_s1).
         """
         x = (image - self.pixel_mean) / self.pixel_std
-        backbone_out = self.sam.forward_image(x)
-        _, feats, _, sizes = self.sam._prepare_backbone_features(backbone_out)
+        with without_position_encodings(self.sam.image_encoder.neck):
+            backbone_out = self.sam.forward_image(x)
+        maps = backbone_out["backbone_fpn"][-self.sam.num_feature_levels :]
         if self.interface == "image_predictor" and self.sam.directly_add_no_mem_embed:
-            feats[-1] = feats[-1] + self.sam.no_mem_embed
-        maps = [f.permute(1, 2, 0).reshape(1, -1, *s) for f, s in zip(feats, sizes)]
+            maps[-1] = maps[-1] + self.sam.no_mem_embed.reshape(1, -1, 1, 1)
         return maps[-1], maps[:-1]
 
     def _decode(self, embedding, high_res, points=None, boxes=None, multimask=True):
@@ -295,6 +297,32 @@ class SAM2Prompter(nn.Module):
             return self.shared.decode_single(self._shared_context(embedding, high_res), sparse)[0]
         logits, _ = self._decode(embedding, high_res, multimask=False, **prompt)
         return logits[:, 0]
+
+
+class _UnusedPositionEncoding(nn.Module):
+    """Stands in for the FPN neck's position encoding: an empty tensor per pyramid level."""
+
+    def forward(self, x):
+        return x.new_empty(0)
+
+
+_UNUSED_POSITION_ENCODING = _UnusedPositionEncoding()
+
+
+@contextlib.contextmanager
+def without_position_encodings(neck):
+    """
+    Run SAM 2's FPN neck (``sam2.modeling.backbones.image_encoder.FpnNeck``) without its sine
+    position encodings: each pyramid level's (B, 256, H, W) encoding is repeated from a cache
+    on every image (~90 ms at a 1024 input on a 2-core CPU) and only the memory attention of
+    video tracking reads it. The features are unchanged; ``vision_pos_enc`` holds empty tensors.
+    """
+    encoding = neck.position_encoding
+    neck.position_encoding = _UNUSED_POSITION_ENCODING
+    try:
+        yield
+    finally:
+        neck.position_encoding = encoding
 
 
 def _set_decoder_precision(sam_model):
