@@ -36,7 +36,7 @@ def test_base_config_holds_the_paper_settings():
     assert (r.NMS_THRESH, r.MAX_DETECTIONS, r.NMS_KEEP_FACTOR) == (0.5, 100, 8)
     assert not r.RANDOM_INIT and r.ACCEL.AMP == "" and r.ACCEL.COMPILE == ""
     assert (r.SAM2.DECODER, r.EVAL.COCO_IMPL) == ("shared", "faster_coco_eval")
-    assert r.ENCODER.ATTENTION == "sdpa"
+    assert r.ENCODER.ATTENTION == "sdpa" and r.ACCEL.KEEP_FREED_MEMORY
 
 
 def test_importing_the_package_registers_the_meta_architecture():

@@ -1,8 +1,13 @@
 """RefSeg with the real SAM 2 / DINOv2 architectures at random initialisation."""
+import ctypes
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
-from common import register, tiny_cfg
+from common import REPO, register, tiny_cfg
 from detectron2.data import DatasetCatalog
 from PIL import Image
 
@@ -252,3 +257,41 @@ def test_encoder_attention_key_picks_the_kernel_and_keeps_the_features(random_we
     assert all(shape == (2, 6, 65, 64) for shape in calls)      # 8 x 8 patches + CLS, 6 heads
     assert features[attention].shape == (2, 384, 8, 8)
     torch.testing.assert_close(features[attention], features["official"], rtol=1e-5, atol=1e-5)
+
+
+_MAPPED_AFTER_A_LARGE_TENSOR = """
+import ctypes, sys
+import torch
+from common import tiny_cfg
+from refseg_d2 import RefSegTrainer
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+mallinfo2.restype = MallInfo2
+RefSegTrainer.build_model(tiny_cfg((sys.argv[1], sys.argv[2]), opts=[
+    "MODEL.REFSEG.ACCEL.KEEP_FREED_MEMORY", sys.argv[3]]))
+before = mallinfo2().hblkhd
+x = torch.ones(16 << 20)                       # 64 MiB
+print(mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc >= 2.33")
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_cpu_model_build_keeps_large_tensors_on_the_heap_unless_told_not_to(random_weights,
+                                                                             keep):
+    """ACCEL.KEEP_FREED_MEMORY through the model build: a 64 MiB tensor comes from glibc's
+    heap (no new mapping), or, left alone, from a fresh mapping of its own."""
+    out = subprocess.run(
+        [sys.executable, "-c", _MAPPED_AFTER_A_LARGE_TENSOR, *random_weights, str(keep)],
+        capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)),
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")])))
+    assert out.returncode == 0, out.stderr[-3000:]
+    mapped = int(out.stdout.split()[-1])
+    assert mapped == 0 if keep else mapped >= 64 << 20

@@ -21,6 +21,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.logger import log_every_n_seconds
 
 from ..config import check_refseg_config
+from ..utils.cpu_allocator import keep_freed_memory
 from ..utils.timing import StageTimer
 from .dedup import build_dedup
 from .encoders import build_encoder
@@ -118,6 +119,8 @@ class RefSeg(nn.Module):
     def from_config(cls, cfg):
         check_refseg_config(cfg)
         r = cfg.MODEL.REFSEG
+        if r.ACCEL.KEEP_FREED_MEMORY and torch.device(cfg.MODEL.DEVICE).type == "cpu":
+            keep_freed_memory()
         sam = build_sam2_model(r.SAM2.CONFIG, r.SAM2.WEIGHTS, r.SAM2.INPUT_SIZE, r.RANDOM_INIT)
         encoder = build_encoder(cfg)
         prompter = SAM2Prompter(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH,
