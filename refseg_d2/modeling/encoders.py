@@ -9,7 +9,6 @@ The registered object is called with ``obj(cfg)`` and returns an ``nn.Module`` w
     ``MODEL.REFSEG.ACCEL.AMP`` / ``ACCEL.TF32`` itself (see ``refseg_d2.modeling.precision``).
 """
 import logging
-
 import types
 
 import torch

@@ -47,7 +47,8 @@ from .prompt_decoding import SharedPromptDecoder
 logger = logging.getLogger(__name__)
 
 # The sam2 release whose model internals (``forward_image``'s outputs, the neck's
-# ``position_encoding``, the decoder's call signature) this module calls; install it with ``pip install sam2==1.1.0``.
+# ``position_encoding``, the decoder's call signature) this module calls; install it with
+# ``pip install sam2==1.1.0``.
 SAM2_VERSION = "1.1.0"
 
 DECODERS = declare_choices("SAM2.DECODER", ("shared", "official"))
