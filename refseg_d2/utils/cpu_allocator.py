@@ -1,8 +1,8 @@
 """
-``MODEL.REFSEG.ACCEL.KEEP_FREED_MEMORY``: glibc's malloc returns a freed block of more than
-128 KiB to the operating system (it was mapped on its own, or it is trimmed from the top of the
-heap), so the next large tensor is mapped afresh and every one of its 4 KiB pages is faulted in
-and zeroed on first touch. The pipeline allocates and frees tensors of 1-100 MB thousands of
+``MODEL.REFSEG.ACCEL.KEEP_FREED_MEMORY``: glibc's malloc maps each block above its mmap
+threshold (128 KiB, raised as such blocks are freed, to 32 MiB at most) on its own and unmaps it
+when it is freed, and trims freed memory from the top of its heap; the next large tensor is then
+mapped afresh and every one of its 4 KiB pages is faulted in and zeroed on first touch. The pipeline allocates and frees tensors of 1-100 MB thousands of
 times per image (the prompt decoder's chunks, the encoders' activations); keeping freed memory
 in the process for reuse made a target image 10-17% faster on 2 CPU cores (tools/benchmark.py,
 SAM 2 Hiera-T and DINOv2 ViT-S/14 at 1024 / 518 px, 16 x 16 points), for ~130 MB more peak RSS.
