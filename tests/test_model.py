@@ -259,7 +259,7 @@ def test_encoder_attention_key_picks_the_kernel_and_keeps_the_features(random_we
     torch.testing.assert_close(features[attention], features["official"], rtol=1e-5, atol=1e-5)
 
 
-_MAPPED_AFTER_A_LARGE_TENSOR = """
+_MAPPED_BY_A_LARGE_TENSOR = """
 import ctypes, sys
 import torch
 from common import tiny_cfg
@@ -274,24 +274,35 @@ class MallInfo2(ctypes.Structure):
 
 mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
 mallinfo2.restype = MallInfo2
-RefSegTrainer.build_model(tiny_cfg((sys.argv[1], sys.argv[2]), opts=[
+
+
+def mapped(mib):
+    before = mallinfo2().hblkhd
+    x = torch.ones(mib << 18)
+    return mallinfo2().hblkhd - before
+
+
+model = RefSegTrainer.build_model(tiny_cfg((sys.argv[1], sys.argv[2]), opts=[
     "MODEL.REFSEG.ACCEL.KEEP_FREED_MEMORY", sys.argv[3]]))
-before = mallinfo2().hblkhd
-x = torch.ones(16 << 20)                       # 64 MiB
-print(mallinfo2().hblkhd - before)
+inside = []
+model.proposal_generator = lambda batched_inputs: inside.append(mapped(64)) or []
+model.compute_proposals([])
+print(inside[0], mapped(128))
 """
 
 
 @pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc >= 2.33")
 @pytest.mark.parametrize("keep", [True, False])
-def test_a_cpu_model_build_keeps_large_tensors_on_the_heap_unless_told_not_to(random_weights,
-                                                                             keep):
-    """ACCEL.KEEP_FREED_MEMORY through the model build: a 64 MiB tensor comes from glibc's
-    heap (no new mapping), or, left alone, from a fresh mapping of its own."""
+def test_cpu_proposals_keep_large_tensors_on_the_heap_unless_told_not_to(random_weights, keep):
+    """ACCEL.KEEP_FREED_MEMORY through the model build and compute_proposals: within the
+    proposal generator a 64 MiB tensor comes from glibc's heap (no new mapping); after it
+    (matching, full-size masks) a 128 MiB one, more than the heap has free, gets a mapping of
+    its own, as it does without the setting."""
     out = subprocess.run(
-        [sys.executable, "-c", _MAPPED_AFTER_A_LARGE_TENSOR, *random_weights, str(keep)],
+        [sys.executable, "-c", _MAPPED_BY_A_LARGE_TENSOR, *random_weights, str(keep)],
         capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)),
         env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")])))
     assert out.returncode == 0, out.stderr[-3000:]
-    mapped = int(out.stdout.split()[-1])
-    assert mapped == 0 if keep else mapped >= 64 << 20
+    inside, after = (int(v) for v in out.stdout.split()[-2:])
+    assert inside == 0 if keep else inside >= 64 << 20
+    assert after >= 128 << 20

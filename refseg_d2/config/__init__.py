@@ -195,10 +195,10 @@ def add_refseg_config(cfg):
     _C.MODEL.REFSEG.ACCEL.TF32 = False
     # Target images per test-loader batch; DINOv2 encodes the images of a batch together.
     _C.MODEL.REFSEG.ACCEL.IMAGES_PER_BATCH = 1
-    # On a CPU, keep memory freed by large tensors in the process for reuse (glibc's mmap and
-    # trim thresholds at 1 GiB, set for the whole process when the model is built) instead of
-    # faulting fresh pages in for every tensor: the same numbers, faster (see
-    # refseg_d2.utils.cpu_allocator). False leaves the allocator as it is.
+    # On a CPU, keep memory freed by large tensors in the process for reuse while proposals are
+    # computed (glibc's mmap and trim thresholds at 256 MiB for the whole process during them,
+    # glibc's own ceilings after) instead of faulting fresh pages in for every tensor: the same
+    # numbers, faster (see refseg_d2.utils.cpu_allocator). False leaves the allocator alone.
     _C.MODEL.REFSEG.ACCEL.KEEP_FREED_MEMORY = True
 
     # Evaluation.

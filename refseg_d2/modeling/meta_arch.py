@@ -21,7 +21,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.logger import log_every_n_seconds
 
 from ..config import check_refseg_config
-from ..utils.cpu_allocator import keep_freed_memory
+from ..utils.cpu_allocator import freed_memory_kept
 from ..utils.timing import StageTimer
 from .dedup import build_dedup
 from .encoders import build_encoder
@@ -73,6 +73,7 @@ class RefSeg(nn.Module):
         dedup_masks="full",
         negative_scores="drop",
         given_boxes=None,
+        keep_freed_memory=False,
     ):
         """
         Args:
@@ -96,8 +97,12 @@ class RefSeg(nn.Module):
                 pooling, annotation masks, soft merging).
             dedup_masks (str), negative_scores (str): see ``refseg_d2.modeling.matching``.
             given_boxes (GivenBoxesSource): prompts the boxes an input carries ("proposals").
+            keep_freed_memory (bool): on a CPU, keep freed memory in the process during
+                :meth:`compute_proposals` (ACCEL.KEEP_FREED_MEMORY, see
+                ``refseg_d2.utils.cpu_allocator``).
         """
         super().__init__()
+        self.keep_freed_memory = keep_freed_memory
         self.encoder = encoder
         self.prompter = prompter
         self.memory = MemoryBank(encoder.feature_dim, encoder.signature())
@@ -119,8 +124,6 @@ class RefSeg(nn.Module):
     def from_config(cls, cfg):
         check_refseg_config(cfg)
         r = cfg.MODEL.REFSEG
-        if r.ACCEL.KEEP_FREED_MEMORY and torch.device(cfg.MODEL.DEVICE).type == "cpu":
-            keep_freed_memory()
         sam = build_sam2_model(r.SAM2.CONFIG, r.SAM2.WEIGHTS, r.SAM2.INPUT_SIZE, r.RANDOM_INIT)
         encoder = build_encoder(cfg)
         prompter = SAM2Prompter(sam, r.POINTS_PER_SIDE, r.POINTS_PER_BATCH, r.PRED_IOU_THRESH,
@@ -144,6 +147,7 @@ class RefSeg(nn.Module):
             "dedup_masks": r.DEDUP.MASKS,
             "negative_scores": r.NEGATIVE_SCORES,
             "given_boxes": GivenBoxesSource(cfg),
+            "keep_freed_memory": r.ACCEL.KEEP_FREED_MEMORY,
         }
 
     @property
@@ -209,7 +213,9 @@ class RefSeg(nn.Module):
         Returns:
             list[Proposals], one per input.
         """
-        proposals = self.proposal_generator(batched_inputs)
+        keep = self.keep_freed_memory and self.device.type == "cpu"
+        with freed_memory_kept(keep):
+            proposals = self.proposal_generator(batched_inputs)
         self.timer.num_images += len(batched_inputs)
         return proposals
 
