@@ -5,7 +5,7 @@ when it is freed, and trims freed memory from the top of its heap; the next larg
 mapped afresh and every one of its 4 KiB pages is faulted in and zeroed on first touch. The
 foundation-model forwards allocate and free tensors of 1-150 MB thousands of times per image
 (the prompt decoder's chunks, the encoders' activations). Keeping freed memory in the process
-during them made a target image 8-17% faster on 2 CPU cores (tools/benchmark.py, SAM 2 Hiera-T
+during them made a target image 3-17% faster on 2 CPU cores (tools/benchmark.py, SAM 2 Hiera-T
 and DINOv2 ViT-S/14 at 1024 / 518 px, 16 x 16 points), for ~150 MB more peak RSS. After them the
 thresholds go back to glibc's own ceilings, so that the full-size masks of matching (chunks of
 up to 256 MB at 6000 x 4000) are mapped and returned as without the setting: kept in the heap
@@ -13,6 +13,7 @@ too, they fragmented it and raised the peak RSS of a 6000 x 4000 target from 7.6
 """
 import contextlib
 import ctypes
+import functools
 import sys
 
 # mallopt parameters of glibc's <malloc.h>.
@@ -29,8 +30,10 @@ GLIBC_MMAP_CEILING = 32 << 20
 GLIBC_TRIM_CEILING = 64 << 20
 
 
+@functools.lru_cache(maxsize=None)
 def _mallopt():
-    """glibc's ``mallopt`` (int, int) -> int, or None where the C library is not glibc."""
+    """glibc's ``mallopt`` (int, int) -> int, or None where the C library is not glibc (looked
+    up once: it is called twice per ``compute_proposals``)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
